@@ -1,0 +1,140 @@
+"""Face side: MTCNN detection of every face, crop to 160x160, InceptionResnetV1.
+
+Per face it gives the 512-d L2-normalised identity embedding and the 8x8x896
+feature map after ``repeat_2`` (64 spatial tokens for the multimodal encoder),
+plus the crop itself for display. Detection runs on a copy of the photo scaled
+down to ``detect_max_side`` pixels (MTCNN's cost grows with pixels) and crops
+are cut from the full-resolution original.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .weights import WeightFile, load_into
+
+CROP_SIZE = 160
+FACE_DIM = 512
+FACE_TOKEN_DIM = 896
+FACE_GRID = (8, 8)
+
+# InceptionResnetV1 stages up to and including the token layer.
+_STEM = (
+    "conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b",
+    "conv2d_4a", "conv2d_4b", "repeat_1", "mixed_6a", "repeat_2",
+)
+
+
+@dataclass
+class DetectedFace:
+    """One face found in a photo."""
+
+    box: np.ndarray  # (4,) x1, y1, x2, y2 in the original image's pixels
+    probability: float  # MTCNN's face probability
+    crop: np.ndarray  # (160, 160, 3) uint8, the encoder's input
+
+
+@dataclass
+class FaceFeatures:
+    """Encoder output for N faces."""
+
+    embeddings: torch.Tensor  # (N, 512), L2-normalised
+    tokens: torch.Tensor  # (N, 64, 896), row-major over the 8x8 grid
+
+
+def build_face_network(weights: WeightFile) -> torch.nn.Module:
+    """InceptionResnetV1 with the given weights (or seeded random ones), in eval mode."""
+    from facenet_pytorch import InceptionResnetV1
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = InceptionResnetV1(pretrained=None, classify=False)
+    if weights.path is not None:
+        # The release file also holds the 8631-way VGGFace2 classifier; it is not used.
+        load_into(net, weights.path, "face", ignore_prefixes=("logits.",))
+    return net.eval().requires_grad_(False)
+
+
+def build_face_detector(device: torch.device | str = "cpu", min_face_size: int = 20):
+    """MTCNN with the P/R/O-net weights that ship inside facenet-pytorch."""
+    from facenet_pytorch import MTCNN
+
+    return MTCNN(keep_all=True, min_face_size=min_face_size, device=torch.device(device)).eval()
+
+
+def crop_face(image: Image.Image, box: np.ndarray, size: int = CROP_SIZE, margin: float = 0.0) -> np.ndarray:
+    """Cut a box (plus ``margin`` pixels of the output scale) and resize it to size x size."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    mx = margin * (x2 - x1) / (size - margin)
+    my = margin * (y2 - y1) / (size - margin)
+    x1, y1 = max(x1 - mx / 2, 0.0), max(y1 - my / 2, 0.0)
+    x2, y2 = min(x2 + mx / 2, image.width), min(y2 + my / 2, image.height)
+    region = image.crop((int(x1), int(y1), int(round(x2)), int(round(y2))))
+    return np.asarray(region.resize((size, size), Image.BILINEAR), dtype=np.uint8)
+
+
+class FaceEncoder:
+    """Frozen face detector + encoder. Thread-safe for concurrent calls (no state changes)."""
+
+    def __init__(
+        self,
+        weights: WeightFile,
+        device: torch.device | str = "cpu",
+        detect_max_side: int = 640,
+        min_face_size: int = 20,
+        min_face_probability: float = 0.9,
+        margin: float = 0.0,
+    ) -> None:
+        self.device = torch.device(device)
+        self.weights = weights
+        self.detect_max_side = detect_max_side
+        self.min_face_probability = min_face_probability
+        self.margin = margin
+        self.detector = build_face_detector(self.device, min_face_size)
+        self.network = build_face_network(weights).to(self.device)
+
+    @torch.inference_mode()
+    def detect(self, image: Image.Image) -> list[DetectedFace]:
+        """All faces above the probability threshold, left to right."""
+        scale = min(1.0, self.detect_max_side / max(image.width, image.height))
+        small = image
+        if scale < 1.0:
+            small = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
+        boxes, probs = self.detector.detect(small)
+        if boxes is None:
+            return []
+        boxes = np.asarray(boxes, dtype=float).reshape(-1, 4) / scale
+        probs = np.asarray(probs, dtype=float).reshape(-1)
+        faces = [
+            DetectedFace(box=b, probability=float(p), crop=crop_face(image, b, margin=self.margin))
+            for b, p in zip(boxes, probs)
+            if p >= self.min_face_probability and b[2] - b[0] >= 4 and b[3] - b[1] >= 4
+        ]
+        faces.sort(key=lambda f: (f.box[0], f.box[1]))
+        return faces
+
+    @torch.inference_mode()
+    def encode(self, crops: Sequence[np.ndarray] | np.ndarray) -> FaceFeatures:
+        """Embed aligned 160x160 uint8 crops in one batch."""
+        batch = np.stack([np.asarray(c, dtype=np.uint8) for c in crops])
+        if batch.ndim != 4 or batch.shape[1:] != (CROP_SIZE, CROP_SIZE, 3):
+            raise ValueError(f"face crops must be (N, {CROP_SIZE}, {CROP_SIZE}, 3) uint8, got {batch.shape}")
+        x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float()
+        x = (x - 127.5) / 128.0  # facenet's fixed image standardisation
+        return self.forward_features(x)
+
+    def forward_features(self, x: torch.Tensor) -> FaceFeatures:
+        """Run InceptionResnetV1 on standardised crops, keeping the repeat_2 map."""
+        net = self.network
+        for name in _STEM:
+            x = getattr(net, name)(x)
+        tokens = x.flatten(2).transpose(1, 2)  # (N, 64, 896)
+        x = net.block8(net.repeat_3(net.mixed_7a(x)))
+        x = net.last_bn(net.last_linear(net.avgpool_1a(x).flatten(1)))
+        return FaceFeatures(embeddings=F.normalize(x, dim=1), tokens=tokens.contiguous())

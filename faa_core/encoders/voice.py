@@ -1,0 +1,122 @@
+"""Voice side: 16 kHz mono -> Fbank(80) -> sentence mean normalisation -> ECAPA-TDNN.
+
+The architecture is SpeechBrain's ``spkrec-ecapa-voxceleb`` embedding model.
+Besides the 192-d speaker embedding it returns frame-level features from the
+last SE-Res2 block (1024 channels, 100 frames/s), averaged over windows to
+``token_rate`` tokens per second, with each token's time span: these are the
+voice tokens the multimodal encoder attends over.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchaudio
+
+from .weights import WeightFile, load_into
+
+SAMPLE_RATE = 16_000
+N_MELS = 80
+VOICE_DIM = 192
+VOICE_TOKEN_DIM = 1024
+FRAMES_PER_SECOND = 100  # Fbank hop of 10 ms
+ECAPA_CHANNELS = [1024, 1024, 1024, 1024, 3072]
+
+
+@dataclass
+class VoiceFeatures:
+    """Encoder output for one recording."""
+
+    embedding: torch.Tensor  # (192,), L2-normalised
+    tokens: torch.Tensor  # (T, 1024)
+    spans: np.ndarray  # (T, 2) start and end of each token, seconds
+    duration_s: float
+
+
+def build_voice_network(weights: WeightFile) -> torch.nn.Module:
+    """ECAPA-TDNN as in spkrec-ecapa-voxceleb, with the given weights (or seeded random)."""
+    from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = ECAPA_TDNN(
+            N_MELS,
+            channels=ECAPA_CHANNELS,
+            kernel_sizes=[5, 3, 3, 3, 1],
+            dilations=[1, 2, 3, 4, 1],
+            attention_channels=128,
+            lin_neurons=VOICE_DIM,
+        )
+    if weights.path is not None:
+        load_into(net, weights.path, "voice")
+    return net.eval().requires_grad_(False)
+
+
+def resample_to_16k(samples: np.ndarray, sample_rate: int) -> torch.Tensor:
+    """Mono float samples at any rate -> 1-D float32 tensor at 16 kHz."""
+    wav = torch.as_tensor(np.ascontiguousarray(samples), dtype=torch.float32)
+    if sample_rate != SAMPLE_RATE:
+        wav = torchaudio.functional.resample(wav, sample_rate, SAMPLE_RATE)
+    return wav
+
+
+class VoiceEncoder:
+    """Frozen voice encoder. Thread-safe for concurrent calls (no state changes)."""
+
+    def __init__(self, weights: WeightFile, device: torch.device | str = "cpu", token_rate: float = 4.0) -> None:
+        from speechbrain.lobes.features import Fbank
+
+        if token_rate <= 0 or token_rate > FRAMES_PER_SECOND:
+            raise ValueError(f"token_rate must be in (0, {FRAMES_PER_SECOND}] tokens/s, got {token_rate}")
+        self.device = torch.device(device)
+        self.weights = weights
+        self.token_rate = token_rate
+        self.fbank = Fbank(n_mels=N_MELS, sample_rate=SAMPLE_RATE).to(self.device)
+        self.network = build_voice_network(weights).to(self.device)
+
+    @torch.inference_mode()
+    def features(self, wav16k: torch.Tensor) -> torch.Tensor:
+        """(B, samples) at 16 kHz -> mean-normalised log-mel Fbank (B, frames, 80)."""
+        feats = self.fbank(wav16k.to(self.device))
+        return feats - feats.mean(dim=1, keepdim=True)
+
+    @torch.inference_mode()
+    def encode(self, wav16k: torch.Tensor) -> VoiceFeatures:
+        """Embed one 16 kHz mono recording (1-D tensor)."""
+        if wav16k.ndim != 1:
+            raise ValueError(f"expected a 1-D 16 kHz waveform, got shape {tuple(wav16k.shape)}")
+        frames, embedding = self.forward_features(self.features(wav16k[None]))
+        tokens, spans = self.pool_tokens(frames[0])
+        return VoiceFeatures(
+            embedding=embedding[0], tokens=tokens, spans=spans, duration_s=wav16k.numel() / SAMPLE_RATE
+        )
+
+    def forward_features(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ECAPA-TDNN forward keeping the last block's frames: ((B, T, 1024), (B, 192) normalised)."""
+        net = self.network
+        x = feats.transpose(1, 2)
+        outputs = []
+        for i, block in enumerate(net.blocks):
+            x = block(x) if i == 0 else block(x, lengths=None)
+            outputs.append(x)
+        frames = outputs[-1]
+        x = net.mfa(torch.cat(outputs[1:], dim=1))
+        x = net.fc(net.asp_bn(net.asp(x, lengths=None))).squeeze(-1)
+        return frames.transpose(1, 2), F.normalize(x, dim=1)
+
+    def pool_tokens(self, frames: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        """Average (T, C) frames over windows of 1/token_rate seconds (last window may be short)."""
+        window = max(1, int(round(FRAMES_PER_SECOND / self.token_rate)))
+        n = frames.shape[0]
+        count = -(-n // window)
+        pad = count * window - n
+        padded = F.pad(frames.T, (0, pad)).reshape(frames.shape[1], count, window)
+        sizes = torch.full((count,), float(window))
+        sizes[-1] = window - pad
+        tokens = (padded.sum(-1) / sizes.to(frames.device)).T.contiguous()
+        starts = np.arange(count) * window / FRAMES_PER_SECOND
+        ends = np.minimum(starts + window / FRAMES_PER_SECOND, n / FRAMES_PER_SECOND)
+        return tokens, np.stack([starts, ends], axis=1)
