@@ -1,0 +1,342 @@
+"""The inference pipeline: one voice, several photos -> every face scored as the speaker.
+
+Built once from a checkpoint and encoder weights, then called with a
+recording and a list of images. The encoders run once per call and all faces
+go through the face encoder and the multimodal encoder in one batch.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import load_checkpoint
+from .encoders import (
+    FACE_DIM,
+    FACE_GRID,
+    FACE_TOKEN_DIM,
+    RANDOM_WARNING,
+    VOICE_DIM,
+    VOICE_TOKEN_DIM,
+    DetectedFace,
+    EncoderWeights,
+    FaceEncoder,
+    VoiceEncoder,
+    resample_to_16k,
+    resolve_weights,
+)
+from .errors import CheckpointError, InputError, NoFaceError, TooManyFacesError
+from .media import MAX_AUDIO_SECONDS, MIN_AUDIO_SECONDS, Audio, check_audio, load_audio, load_image
+from .model import FAAModel
+
+MAX_FACES = 8
+
+
+@dataclass
+class FaceMatch:
+    """One candidate face and how well it matches the voice."""
+
+    image_index: int
+    image_name: str
+    face_index: int  # position within its image, left to right
+    box: list[float]
+    detection_probability: float
+    crop: np.ndarray  # (160, 160, 3) uint8
+    probability: float  # P(same person) from the match head
+    cosine: float  # cosine of the aligned embeddings
+    rank: int = 0  # 1 = most likely speaker
+    face_attention: Optional[np.ndarray] = None  # (8, 8), sums to 1
+    heatmap: Optional[np.ndarray] = None  # (160, 160) in [0, 1], for overlaying on the crop
+    voice_attention: Optional[np.ndarray] = None  # (T,), sums to 1, one weight per voice token
+
+
+@dataclass
+class ImageReport:
+    """What happened to one input image."""
+
+    index: int
+    name: str
+    faces: int = 0
+    error: Optional[str] = None
+    error_type: Optional[str] = None
+
+
+@dataclass
+class MatchResult:
+    faces: list[FaceMatch]  # ranked, best first
+    images: list[ImageReport]
+    voice_duration_s: float
+    voice_token_spans: np.ndarray  # (T, 2) seconds
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (crops and upsampled heatmaps are left out)."""
+        def arr(a):
+            return None if a is None else np.round(np.asarray(a, dtype=float), 6).tolist()
+
+        return {
+            "faces": [
+                {
+                    "rank": f.rank,
+                    "image": f.image_name,
+                    "image_index": f.image_index,
+                    "face_index": f.face_index,
+                    "probability": round(f.probability, 6),
+                    "cosine": round(f.cosine, 6),
+                    "box": [round(v, 1) for v in f.box],
+                    "detection_probability": round(f.detection_probability, 4),
+                    "face_attention": arr(f.face_attention),
+                    "voice_attention": arr(f.voice_attention),
+                }
+                for f in self.faces
+            ],
+            "images": [vars(r).copy() for r in self.images],
+            "voice": {"duration_s": round(self.voice_duration_s, 3), "token_spans_s": arr(self.voice_token_spans)},
+            "warnings": list(self.warnings),
+            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+
+class MatchPipeline:
+    """Checkpoint + frozen encoders. Safe to call from several threads at once."""
+
+    def __init__(
+        self,
+        model: FAAModel,
+        card: dict[str, Any],
+        face_encoder: FaceEncoder,
+        voice_encoder: VoiceEncoder,
+        weights: EncoderWeights,
+        checkpoint_name: str = "",
+        max_faces: int = MAX_FACES,
+        min_audio_s: float = MIN_AUDIO_SECONDS,
+        max_audio_s: float = MAX_AUDIO_SECONDS,
+    ) -> None:
+        self.model = model.eval()
+        self.card = card
+        self.face_encoder = face_encoder
+        self.voice_encoder = voice_encoder
+        self.weights = weights
+        self.checkpoint_name = checkpoint_name
+        self.max_faces = max_faces
+        self.min_audio_s = min_audio_s
+        self.max_audio_s = max_audio_s
+        self.device = next(model.parameters()).device
+        _check_dims(model, checkpoint_name)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: str | os.PathLike,
+        weights: str | os.PathLike = "pretrained",
+        device: str | torch.device = "cpu",
+        face_weights: str | os.PathLike | None = None,
+        voice_weights: str | os.PathLike | None = None,
+        **kwargs: Any,
+    ) -> "MatchPipeline":
+        """Load a checkpoint (folder or Hub id) and the encoders with the chosen weights."""
+        model, card = load_checkpoint(checkpoint, device)
+        resolved = resolve_weights(weights, face_weights, voice_weights)
+        rate = card.get("encoders", {}).get("voice", {}).get("token_rate_per_s") or 4.0
+        face = FaceEncoder(resolved.face, device)
+        voice = VoiceEncoder(resolved.voice, device, token_rate=float(rate))
+        return cls(model, card, face, voice, resolved, str(checkpoint), **kwargs)
+
+    # -- what the page shows about the models --------------------------------
+    @property
+    def random_encoders(self) -> bool:
+        return self.weights.is_random
+
+    @property
+    def synthetic_checkpoint(self) -> bool:
+        return bool(self.card.get("synthetic"))
+
+    def model_warnings(self) -> list[str]:
+        out = []
+        if self.random_encoders:
+            out.append(RANDOM_WARNING)
+        if self.synthetic_checkpoint:
+            out.append(
+                "SYNTHETIC CHECKPOINT: this model was trained on synthetic features, not real people; "
+                "its probabilities do not say anything about real voices and faces"
+            )
+        return out
+
+    # -- steps -----------------------------------------------------------------
+    def prepare_audio(self, audio: Any) -> Audio:
+        """Read and check a recording (path, bytes, (rate, array) or ``Audio``)."""
+        if not isinstance(audio, Audio):
+            audio = load_audio(audio, name="the recording")
+        return check_audio(audio, "the recording", self.min_audio_s, self.max_audio_s)
+
+    def detect(
+        self, images: Sequence[Any], names: Optional[Sequence[str]] = None, strict: bool = True
+    ) -> tuple[list[tuple[int, int, DetectedFace]], list[ImageReport], list[str]]:
+        """Detect faces in every image; bad images raise (strict) or are reported."""
+        names = list(names) if names is not None else [_image_name(im, i) for i, im in enumerate(images)]
+        if len(names) != len(images):
+            raise ValueError(f"{len(images)} images but {len(names)} names")
+        found, reports, warnings = [], [], []
+        for i, (img, name) in enumerate(zip(images, names)):
+            report = ImageReport(index=i, name=name)
+            reports.append(report)
+            try:
+                faces = self.face_encoder.detect(load_image(img, name=name))
+                if not faces:
+                    raise NoFaceError(f"no face found in image {name}")
+            except InputError as exc:
+                if strict:
+                    raise
+                report.error, report.error_type = str(exc), type(exc).__name__
+                continue
+            report.faces = len(faces)
+            found += [(i, j, f) for j, f in enumerate(faces)]
+        if not found:
+            detail = "; ".join(r.error for r in reports if r.error) or "no images were given"
+            raise NoFaceError(f"no face to score: {detail}")
+        if len(found) > self.max_faces:
+            message = f"{len(found)} faces were found; at most {self.max_faces} are scored at once"
+            if strict:
+                raise TooManyFacesError(message)
+            found = sorted(found, key=lambda t: -t[2].probability)[: self.max_faces]
+            found.sort(key=lambda t: (t[0], t[1]))
+            warnings.append(message + f"; the {self.max_faces} most confident detections were kept")
+        return found, reports, warnings
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        audio: Any,
+        images: Sequence[Any],
+        names: Optional[Sequence[str]] = None,
+        strict: bool = True,
+        need_attention: bool = True,
+    ) -> MatchResult:
+        """Score every face in ``images`` against the voice in ``audio``.
+
+        With ``strict=False`` an image without a usable face is reported in
+        ``result.images`` and the others are still scored; errors in the audio
+        always raise, since nothing can be scored without it.
+        """
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        rec = self.prepare_audio(audio)
+        wav = resample_to_16k(rec.samples, rec.sample_rate)
+        timings["audio_load"] = time.perf_counter() - t0
+
+        t = time.perf_counter()
+        found, reports, warnings = self.detect(images, names, strict)
+        timings["detection"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        face = self.face_encoder.encode([f.crop for _, _, f in found])
+        timings["face_encoder"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        voice = self.voice_encoder.encode(wav.to(self.device))
+        timings["voice_encoder"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        probs, cosines, face_att, voice_att = self.score(voice, face, need_attention)
+        timings["fusion"] = time.perf_counter() - t
+
+        matches = []
+        for k, (i, j, det) in enumerate(found):
+            fa = None if face_att is None else face_att[k]
+            matches.append(
+                FaceMatch(
+                    image_index=i,
+                    image_name=reports[i].name,
+                    face_index=j,
+                    box=[float(v) for v in det.box],
+                    detection_probability=det.probability,
+                    crop=det.crop,
+                    probability=float(probs[k]),
+                    cosine=float(cosines[k]),
+                    face_attention=fa,
+                    heatmap=None if fa is None else upsample_heatmap(fa, det.crop.shape[0]),
+                    voice_attention=None if voice_att is None else voice_att[k],
+                )
+            )
+        matches.sort(key=lambda m: -m.probability)
+        for r, m in enumerate(matches, 1):
+            m.rank = r
+        timings["total"] = time.perf_counter() - t0
+        return MatchResult(
+            faces=matches,
+            images=reports,
+            voice_duration_s=rec.duration_s,
+            voice_token_spans=voice.spans,
+            warnings=rec.warnings + warnings,
+            timings=timings,
+        )
+
+    def score(self, voice, face, need_attention: bool = True):
+        """Match probabilities, cosines and attention for one voice against N faces."""
+        n = face.embeddings.shape[0]
+        cfg = self.model.config
+        v_glob = voice.embedding[None].to(self.device)
+        v_emb = self.model.embed_voice(v_glob)
+        f_emb = self.model.embed_face(face.embeddings.to(self.device))
+        cosines = (f_emb @ v_emb[0]).float().cpu().numpy()
+        v_tokens = voice.tokens[None].expand(n, -1, -1).to(self.device) if cfg.voice_token_dim else None
+        f_tokens = face.tokens.to(self.device) if cfg.face_token_dim else None
+        out = self.model.match(
+            None, None, v_tokens, f_tokens, need_weights=need_attention,
+            voice_emb=v_emb.expand(n, -1), face_emb=f_emb,
+        )
+        probs = FAAModel.match_probability(out.logits).cpu().numpy()
+        fa = None if out.face_attention is None else out.face_attention.float().cpu().numpy()
+        va = None if out.voice_attention is None else out.voice_attention.float().cpu().numpy()
+        return probs, cosines, fa, va
+
+    def warmup(self) -> None:
+        """One call on generated input so that the first user does not pay for lazy set-up."""
+        from .encoders.face import CROP_SIZE
+
+        rng = np.random.default_rng(0)
+        wav = torch.from_numpy((0.1 * rng.standard_normal(16000 * 2)).astype(np.float32))
+        crop = rng.integers(0, 255, (CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8)
+        with torch.inference_mode():
+            self.score(self.voice_encoder.encode(wav.to(self.device)), self.face_encoder.encode([crop] * 2))
+        from PIL import Image
+
+        self.face_encoder.detect(Image.fromarray(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)))
+
+
+def upsample_heatmap(attention: np.ndarray, size: int) -> np.ndarray:
+    """An attention grid resized to the crop (bilinear) and scaled to [0, 1]."""
+    t = torch.as_tensor(attention, dtype=torch.float32)[None, None]
+    up = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+    up = up - up.min()
+    return (up / up.max().clamp_min(1e-12)).numpy()
+
+
+def _image_name(img: Any, index: int) -> str:
+    if isinstance(img, (str, os.PathLike)):
+        return os.path.basename(os.fspath(img)) or f"image {index + 1}"
+    return f"image {index + 1}"
+
+
+def _check_dims(model: FAAModel, name: str) -> None:
+    cfg = model.config
+    problems = []
+    if cfg.face_dim != FACE_DIM:
+        problems.append(f"face_dim {cfg.face_dim} (the face encoder gives {FACE_DIM})")
+    if cfg.voice_dim != VOICE_DIM:
+        problems.append(f"voice_dim {cfg.voice_dim} (the voice encoder gives {VOICE_DIM})")
+    if cfg.face_token_dim not in (0, FACE_TOKEN_DIM):
+        problems.append(f"face_token_dim {cfg.face_token_dim} (the face encoder gives {FACE_TOKEN_DIM})")
+    if cfg.face_token_dim and tuple(cfg.face_grid) != FACE_GRID:
+        problems.append(f"face_grid {cfg.face_grid} (the face encoder gives {FACE_GRID})")
+    if cfg.voice_token_dim not in (0, VOICE_TOKEN_DIM):
+        problems.append(f"voice_token_dim {cfg.voice_token_dim} (the voice encoder gives {VOICE_TOKEN_DIM})")
+    if problems:
+        raise CheckpointError(f"checkpoint {name} does not fit this package's encoders: " + "; ".join(problems))

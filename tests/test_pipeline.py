@@ -1,0 +1,201 @@
+"""End-to-end tests of the inference pipeline on random encoders and generated media."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from faa_core.checkpoint import save_checkpoint
+from faa_core.encoders import resample_to_16k
+from faa_core.errors import (
+    AudioTooShortError,
+    CheckpointError,
+    NoFaceError,
+    NonFiniteAudioError,
+    SilentAudioError,
+    TooManyFacesError,
+    UnreadableMediaError,
+    UnsupportedMediaError,
+)
+from faa_core.media import load_audio
+from faa_core.model import FAAConfig, FAAModel
+from faa_core.pipeline import MatchPipeline
+
+
+@pytest.fixture(scope="module")
+def pipeline(small_checkpoint, face_encoder, voice_encoder, random_weights):
+    from faa_core.checkpoint import load_checkpoint
+
+    model, card = load_checkpoint(small_checkpoint)
+    return MatchPipeline(model, card, face_encoder, voice_encoder, random_weights, "small")
+
+
+def test_scores_every_face_ranked(pipeline, speech_wav, face_image_path, group_image_path):
+    result = pipeline(speech_wav, [face_image_path, group_image_path])
+    n_group = result.images[1].faces
+    assert result.images[0].faces == 1 and n_group >= 2
+    assert len(result.faces) == 1 + n_group
+    probs = [f.probability for f in result.faces]
+    assert probs == sorted(probs, reverse=True)
+    assert [f.rank for f in result.faces] == list(range(1, len(probs) + 1))
+    t = len(result.voice_token_spans)
+    for f in result.faces:
+        assert 0.0 <= f.probability <= 1.0 and -1.0 <= f.cosine <= 1.0
+        assert f.crop.shape == (160, 160, 3) and f.crop.dtype == np.uint8
+        assert f.face_attention.shape == (8, 8)
+        assert f.face_attention.sum() == pytest.approx(1.0, abs=1e-5)
+        assert f.heatmap.shape == (160, 160)
+        assert f.heatmap.min() == pytest.approx(0.0) and f.heatmap.max() == pytest.approx(1.0)
+        assert f.voice_attention.shape == (t,)
+        assert f.voice_attention.sum() == pytest.approx(1.0, abs=1e-5)
+    assert set(result.timings) >= {"detection", "face_encoder", "voice_encoder", "fusion", "total"}
+    json.dumps(result.to_dict())  # JSON-ready
+
+
+def test_scores_equal_direct_model_call(pipeline, speech_wav, face_image_path):
+    """The pipeline's numbers are the model's numbers on the encoders' features."""
+    result = pipeline(speech_wav, [face_image_path])
+    face = result.faces[0]
+    rec = load_audio(speech_wav)
+    voice = pipeline.voice_encoder.encode(resample_to_16k(rec.samples, rec.sample_rate))
+    feats = pipeline.face_encoder.encode([face.crop])
+    model = pipeline.model
+    with torch.inference_mode():
+        out = model.match(voice.embedding[None], feats.embeddings, voice.tokens[None], feats.tokens)
+        cos = (model.embed_voice(voice.embedding[None]) * model.embed_face(feats.embeddings)).sum()
+    assert face.probability == pytest.approx(float(FAAModel.match_probability(out.logits)[0]), abs=1e-5)
+    assert face.cosine == pytest.approx(float(cos), abs=1e-5)
+
+
+def test_encoders_run_once_per_call(pipeline, speech_wav, face_image_path, group_image_path, monkeypatch):
+    calls = {"face": 0, "voice": 0}
+    face_encode, voice_encode = pipeline.face_encoder.encode, pipeline.voice_encoder.encode
+
+    def count_face(crops):
+        calls["face"] += 1
+        return face_encode(crops)
+
+    def count_voice(wav):
+        calls["voice"] += 1
+        return voice_encode(wav)
+
+    monkeypatch.setattr(pipeline.face_encoder, "encode", count_face)
+    monkeypatch.setattr(pipeline.voice_encoder, "encode", count_voice)
+    pipeline(speech_wav, [face_image_path, group_image_path, face_image_path])
+    assert calls == {"face": 1, "voice": 1}
+
+
+def test_no_face_strict_names_the_image(pipeline, speech_wav, face_image_path, blank_image_path):
+    with pytest.raises(NoFaceError, match=blank_image_path.name):
+        pipeline(speech_wav, [face_image_path, blank_image_path])
+
+
+def test_bad_images_reported_others_scored(pipeline, speech_wav, face_image_path, blank_image_path, tmp_path):
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    result = pipeline(speech_wav, [blank_image_path, face_image_path, text], strict=False)
+    assert len(result.faces) == 1 and result.faces[0].image_index == 1
+    assert result.images[0].error_type == "NoFaceError" and blank_image_path.name in result.images[0].error
+    assert result.images[2].error_type == "UnsupportedMediaError"
+    assert result.images[1].error is None
+
+
+def test_no_face_anywhere_raises_even_when_lenient(pipeline, speech_wav, blank_image_path):
+    with pytest.raises(NoFaceError, match="no face to score"):
+        pipeline(speech_wav, [blank_image_path], strict=False)
+
+
+def test_too_many_faces(pipeline, speech_wav, face_image_path, group_image_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "max_faces", 2)
+    with pytest.raises(TooManyFacesError, match="at most 2"):
+        pipeline(speech_wav, [face_image_path, group_image_path])
+    result = pipeline(speech_wav, [face_image_path, group_image_path], strict=False)
+    assert len(result.faces) == 2
+    assert any("at most 2" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize(
+    "samples, error",
+    [
+        (np.zeros(32000, np.float32), SilentAudioError),
+        (0.3 * np.ones(8000, np.float32), AudioTooShortError),
+        (np.full(32000, np.nan, np.float32), NonFiniteAudioError),
+    ],
+)
+def test_bad_audio_raises(pipeline, face_image_path, samples, error):
+    with pytest.raises(error, match="the recording"):
+        pipeline((16000, samples), [face_image_path])
+
+
+def test_unreadable_audio_files(pipeline, face_image_path, speech_wav, tmp_path):
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(speech_wav.read_bytes()[:30])
+    with pytest.raises((UnreadableMediaError, UnsupportedMediaError)):
+        pipeline(cut, [face_image_path])
+    with pytest.raises(UnsupportedMediaError):
+        pipeline(face_image_path, [face_image_path])
+
+
+def test_clipped_audio_scores_with_warning(pipeline, face_image_path, speech_wav):
+    x, sr = sf.read(speech_wav, dtype="float32")
+    loud = np.clip(x * 50, -1, 1)
+    result = pipeline((sr, loud), [face_image_path])
+    assert result.faces and any("clipped" in w for w in result.warnings)
+
+
+def test_stereo_and_8k_audio(pipeline, face_image_path, speech_wav):
+    x, sr = sf.read(speech_wav, dtype="float32")
+    import torchaudio
+
+    x8 = torchaudio.functional.resample(torch.from_numpy(x), sr, 8000).numpy()
+    stereo = np.stack([x8, x8], axis=1)
+    result = pipeline((8000, stereo), [face_image_path])
+    assert result.voice_duration_s == pytest.approx(len(x) / sr, abs=0.01)
+
+
+def test_concurrent_calls_match_sequential(pipeline, speech_wav, face_image_path, group_image_path):
+    ref = pipeline(speech_wav, [face_image_path, group_image_path])
+    out, errors = [None] * 4, []
+
+    def run(k):
+        try:
+            out[k] = pipeline(speech_wav, [face_image_path, group_image_path])
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for r in out:
+        assert [f.probability for f in r.faces] == pytest.approx([f.probability for f in ref.faces], abs=1e-5)
+
+
+def test_global_only_checkpoint(tmp_path, face_encoder, voice_encoder, random_weights, speech_wav, face_image_path):
+    cfg = FAAConfig(face_token_dim=0, voice_token_dim=0, d_model=32, n_heads=2, n_layers=1, proj_hidden=32, embed_dim=16)
+    model = FAAModel(cfg).eval()
+    result = MatchPipeline(model, {}, face_encoder, voice_encoder, random_weights)(speech_wav, [face_image_path])
+    assert result.faces[0].heatmap is None and result.faces[0].voice_attention is None
+    assert 0.0 <= result.faces[0].probability <= 1.0
+
+
+def test_checkpoint_with_other_encoder_dims_refused(face_encoder, voice_encoder, random_weights):
+    model = FAAModel(FAAConfig(face_dim=64, voice_dim=32, face_token_dim=16, voice_token_dim=8, d_model=32, n_heads=2))
+    with pytest.raises(CheckpointError, match="face_dim 64"):
+        MatchPipeline(model, {}, face_encoder, voice_encoder, random_weights, "tiny")
+
+
+def test_from_checkpoint_random_weights_warns(small_checkpoint, speech_wav, face_image_path):
+    pipe = MatchPipeline.from_checkpoint(small_checkpoint, weights="random")
+    assert pipe.random_encoders and pipe.synthetic_checkpoint
+    assert any("RANDOM" in w for w in pipe.model_warnings())
+    assert any("SYNTHETIC" in w for w in pipe.model_warnings())
+    pipe.warmup()
+    assert pipe(speech_wav, [face_image_path]).faces
