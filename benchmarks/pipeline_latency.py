@@ -1,0 +1,211 @@
+"""Latency of the inference pipeline against the bare encoder forwards, measured side by side.
+
+For a 5 s recording and 1, 4 and 8 faces (one face per 640x480 photo) it
+times the whole pipeline call (decoding, detection, alignment, both encoders,
+fusion) and, in the same loop, MTCNN.detect + InceptionResnetV1 + ECAPA-TDNN
+called directly on the same inputs. Prints a table, then one JSON line.
+
+    python benchmarks/pipeline_latency.py [--repeats 20] [--checkpoint DIR] [--weights random]
+
+Encoder weights default to ``random``: the architectures (and so the cost) are
+the real ones, and nothing needs downloading.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from PIL import Image, ImageDraw, ImageOps
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from faa_core.checkpoint import load_checkpoint  # noqa: E402
+from faa_core.encoders import FaceEncoder, VoiceEncoder, resolve_weights  # noqa: E402
+from faa_core.model import FAAConfig, FAAModel  # noqa: E402
+from faa_core.pipeline import MatchPipeline  # noqa: E402
+
+SHARED_PHOTOS = ROOT.parent / "shared" / "data" / "media" / "photos"
+FACE_COUNTS = (1, 4, 8)
+
+
+def drawn_face_photo(seed: int) -> Image.Image:
+    """A 640x480 photo with one drawn face (MTCNN detects this drawing)."""
+    rng = np.random.default_rng(seed)
+    s = 300 / 400
+    face = Image.new("RGB", (300, 300), tuple(int(v) for v in rng.integers(60, 180, 3)))
+    d = ImageDraw.Draw(face)
+    skin = tuple(int(v) for v in (np.array([224, 180, 150]) * rng.uniform(0.6, 1.05)).clip(0, 255))
+    d.ellipse([100 * s, 60 * s, 300 * s, 330 * s], fill=skin)
+    d.ellipse([80 * s, 40 * s, 320 * s, 150 * s], fill=(60, 40, 30))
+    d.ellipse([100 * s, 90 * s, 300 * s, 330 * s], fill=skin)
+    for cx in (160, 240):
+        d.ellipse([(cx - 22) * s, 165 * s, (cx + 22) * s, 190 * s], fill=(255, 255, 255))
+        d.ellipse([(cx - 9) * s, 168 * s, (cx + 9) * s, 187 * s], fill=(40, 30, 20))
+        d.line([(cx - 25) * s, 150 * s, (cx + 25) * s, 145 * s], fill=(50, 35, 25), width=5)
+    d.polygon([(200 * s, 190 * s), (185 * s, 245 * s), (215 * s, 245 * s)], fill=(200, 150, 120))
+    d.ellipse([165 * s, 265 * s, 235 * s, 290 * s], fill=(170, 80, 80))
+    photo = Image.new("RGB", (640, 480), (90, 120, 160))
+    photo.paste(face, (int(rng.integers(0, 340)), int(rng.integers(0, 180))))
+    return photo
+
+
+def make_photos(count: int, folder: Path) -> tuple[list[Path], str]:
+    """``count`` 640x480 JPEGs: real press photos when ../shared is there, drawn faces otherwise."""
+    real = sorted(SHARED_PHOTOS.glob("*.jpg")) if SHARED_PHOTOS.is_dir() else []
+    paths = []
+    for i in range(count):
+        if real:
+            img = ImageOps.fit(Image.open(real[i % len(real)]).convert("RGB"), (640, 480), centering=(0.5, 0.25))
+            if (i // len(real)) % 2:
+                img = ImageOps.mirror(img)
+        else:
+            img = drawn_face_photo(i)
+        path = folder / f"face{i}.jpg"
+        img.save(path, quality=92)
+        paths.append(path)
+    return paths, "real press photos (../shared)" if real else "drawn faces"
+
+
+def make_speech(path: Path, seconds: float = 5.0) -> str:
+    """Exactly ``seconds`` of 16 kHz speech (espeak-ng), or a voiced synthetic signal."""
+    rate = 16000
+    try:
+        tmp = path.with_suffix(".espeak.wav")
+        subprocess.run(
+            ["espeak-ng", "-w", str(tmp), "Voices and faces share more than we think; this is a test "
+             "recording for the latency benchmark of the voice face matching pipeline."],
+            check=True, capture_output=True, timeout=60,
+        )
+        x, sr = sf.read(tmp, dtype="float32")
+        import torchaudio
+
+        x = torchaudio.functional.resample(torch.from_numpy(x), sr, rate).numpy()
+        kind = "espeak-ng speech"
+    except (OSError, subprocess.SubprocessError):
+        t = np.arange(int(seconds * rate)) / rate
+        x = (0.3 * np.sin(2 * np.pi * 130 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+        kind = "synthetic voiced signal"
+    n = int(seconds * rate)
+    x = np.resize(x, n) if len(x) < n else x[:n]
+    sf.write(path, x, rate)
+    return kind
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--checkpoint", default=None, help="checkpoint folder (default: a fresh FAAConfig() model)")
+    parser.add_argument("--weights", default="random")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    weights = resolve_weights(args.weights)
+    if args.checkpoint:
+        model, card = load_checkpoint(args.checkpoint)
+    else:
+        torch.manual_seed(0)
+        model, card = FAAModel(FAAConfig()).eval(), {}
+    face_enc, voice_enc = FaceEncoder(weights.face), VoiceEncoder(weights.voice)
+    pipe = MatchPipeline(model, card, face_enc, voice_enc, weights, args.checkpoint or "FAAConfig()")
+    pipe.warmup()
+
+    work = Path(tempfile.mkdtemp(prefix="faa-bench-"))
+    photos, photo_kind = make_photos(max(FACE_COUNTS), work)
+    speech = work / "speech.wav"
+    speech_kind = make_speech(speech)
+
+    # Inputs of the bare forwards: the same decoded photos, crops and features the pipeline uses.
+    pil = [Image.open(p).convert("RGB") for p in photos]
+    wav16k = torch.from_numpy(sf.read(speech, dtype="float32")[0])
+    fbank = voice_enc.features(wav16k[None])
+    crops_all = []
+    for img in pil:
+        faces = face_enc.detect(img)
+        if len(faces) != 1:
+            raise SystemExit(f"benchmark photo should hold exactly one detectable face, found {len(faces)}")
+        crops_all.append(faces[0].crop)
+    crops_t = (torch.from_numpy(np.stack(crops_all)).permute(0, 3, 1, 2).float() - 127.5) / 128.0
+
+    def bare(n: int) -> dict[str, float]:
+        out = {}
+        with torch.inference_mode():
+            t = time.perf_counter()
+            for img in pil[:n]:
+                face_enc.detector.detect(img)
+            out["mtcnn"] = time.perf_counter() - t
+            t = time.perf_counter()
+            face_enc.network(crops_t[:n])
+            out["inception"] = time.perf_counter() - t
+            t = time.perf_counter()
+            voice_enc.network(fbank)
+            out["ecapa"] = time.perf_counter() - t
+        out["total"] = sum(out.values())
+        return out
+
+    rows, report = [], {}
+    for n in FACE_COUNTS:
+        images = photos[:n]
+        for _ in range(args.warmup):
+            pipe(speech, images)
+            bare(n)
+        pipe_t, parts, bare_t = [], {k: [] for k in ("detection", "face_encoder", "voice_encoder", "fusion")}, []
+        bare_parts = {k: [] for k in ("mtcnn", "inception", "ecapa")}
+        for _ in range(args.repeats):  # interleaved, so that both see the same machine load
+            t = time.perf_counter()
+            result = pipe(speech, images)
+            pipe_t.append(time.perf_counter() - t)
+            assert len(result.faces) == n
+            for k in parts:
+                parts[k].append(result.timings[k])
+            b = bare(n)
+            bare_t.append(b["total"])
+            for k in bare_parts:
+                bare_parts[k].append(b[k])
+        report[str(n)] = {
+            "p50_s": round(percentile(pipe_t, 50), 4),
+            "p95_s": round(percentile(pipe_t, 95), 4),
+            "bare_p50_s": round(percentile(bare_t, 50), 4),
+            **{f"{k}_p50_s": round(percentile(v, 50), 4) for k, v in parts.items()},
+            **{f"bare_{k}_p50_s": round(percentile(v, 50), 4) for k, v in bare_parts.items()},
+        }
+        rows.append((n, report[str(n)]))
+
+    print(f"pipeline latency, 5 s {speech_kind}, {photo_kind} at 640x480, {args.repeats} repeats, "
+          f"{torch.get_num_threads()} torch threads, weights={args.weights}")
+    head = ("faces", "p50 s", "p95 s", "detect", "face enc", "voice enc", "fusion", "| bare p50", "mtcnn", "irv1", "ecapa", "ratio")
+    print(" ".join(f"{h:>9}" for h in head))
+    for n, r in rows:
+        vals = (n, r["p50_s"], r["p95_s"], r["detection_p50_s"], r["face_encoder_p50_s"], r["voice_encoder_p50_s"],
+                r["fusion_p50_s"], r["bare_p50_s"], r["bare_mtcnn_p50_s"], r["bare_inception_p50_s"],
+                r["bare_ecapa_p50_s"], round(r["p50_s"] / r["bare_p50_s"], 3))
+        print(" ".join(f"{v:>9}" for v in vals))
+    ratio = report["4"]["p50_s"] / report["4"]["bare_p50_s"]
+    summary = {
+        "faces": {k: {"p50_s": v["p50_s"], "p95_s": v["p95_s"]} for k, v in report.items()},
+        "overhead_ratio": round(ratio, 3),
+        "detail": report,
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    main()
