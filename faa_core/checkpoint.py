@@ -76,10 +76,13 @@ def save_checkpoint(
         "evaluation": evaluation or {},
         **(extra or {}),
     }
+    # Everything that can fail on the caller's data is built before any file is replaced.
+    card_text = json.dumps(card, indent=2) + "\n"
+    readme_text = model_card_markdown(card)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     _atomic_write(out / WEIGHTS_FILE, lambda p: save_file(state, str(p), metadata={"format": FORMAT}))
-    _atomic_write(out / CARD_FILE, lambda p: p.write_text(json.dumps(card, indent=2) + "\n"))
-    _atomic_write(out / README_FILE, lambda p: p.write_text(model_card_markdown(card)))
+    _atomic_write(out / CARD_FILE, lambda p: p.write_text(card_text))
+    _atomic_write(out / README_FILE, lambda p: p.write_text(readme_text))
     return out
 
 
@@ -143,12 +146,12 @@ def read_card(folder: Path) -> dict[str, Any]:
         raise CheckpointError(f"{folder} is not an FAA checkpoint: {CARD_FILE} is missing")
     try:
         card = json.loads(card_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{card_path} is not valid JSON: {exc}") from exc
     if not isinstance(card, dict) or card.get("format") != FORMAT:
         raise CheckpointError(f"{card_path} is not an FAA checkpoint card (format must be {FORMAT!r})")
     version = card.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
         raise CheckpointError(
             f"{card_path} has format_version {version!r}; this faa_core reads up to {FORMAT_VERSION} "
             "(upgrade faa_core)"

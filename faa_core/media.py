@@ -108,6 +108,8 @@ def load_image(src: Any, name: str | None = None) -> Image.Image:
                 f"image {label} has {src.width}x{src.height} pixels; the limit is "
                 f"{MAX_IMAGE_PIXELS:,} pixels"
             )
+        if src.width < 16 or src.height < 16:
+            raise UnsupportedMediaError(f"image {label} is too small ({src.width}x{src.height})")
         return src.convert("RGB")
     if isinstance(src, np.ndarray):
         return _array_to_image(src, label)
@@ -160,7 +162,10 @@ class Audio:
 
 def _to_mono_float(arr: np.ndarray, label: str) -> np.ndarray:
     arr = np.asarray(arr)
-    if arr.dtype.kind in "iu":
+    if arr.dtype.kind == "u":  # unsigned PCM is centred on half scale
+        half = (float(np.iinfo(arr.dtype).max) + 1.0) / 2.0
+        arr = (arr.astype(np.float32) - half) / half
+    elif arr.dtype.kind == "i":
         info = np.iinfo(arr.dtype)
         arr = arr.astype(np.float32) / float(max(abs(info.min), info.max))
     elif arr.dtype.kind == "f":

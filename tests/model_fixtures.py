@@ -22,12 +22,13 @@ SMALL_TRAINED_ON = {"data": "none (random init, tests)", "synthetic": True}
 def make_small_model():
     """The small FAA model (real encoder dims, tiny fusion), random init with seed 0, eval mode.
 
-    Seeds the global RNG like the fixture does; wrap in ``torch.random.fork_rng`` to keep it.
+    The same every call; the global RNG state is left as it was.
     """
     from faa_core.model import FAAConfig, FAAModel
 
-    torch.manual_seed(0)
-    return FAAModel(FAAConfig(**SMALL_CONFIG)).eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return FAAModel(FAAConfig(**SMALL_CONFIG)).eval()
 
 
 def fake_features(b: int, t: int = 7, seed: int = 0, cfg=None):

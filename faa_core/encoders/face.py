@@ -10,13 +10,14 @@ are cut from the full-resolution original.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..media import load_image
 from .weights import WeightFile, load_into
 
 CROP_SIZE = 160
@@ -118,6 +119,11 @@ class FaceEncoder:
         ]
         faces.sort(key=lambda f: (f.box[0], f.box[1]))
         return faces
+
+    def embed_image(self, image: Any, name: str | None = None) -> tuple[list[DetectedFace], FaceFeatures | None]:
+        """Path / bytes / PIL image / array -> every face in it and their features (None if no face)."""
+        faces = self.detect(load_image(image, name=name))
+        return faces, (self.encode([f.crop for f in faces]) if faces else None)
 
     @torch.inference_mode()
     def encode(self, crops: Sequence[np.ndarray] | np.ndarray) -> FaceFeatures:

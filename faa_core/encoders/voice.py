@@ -10,12 +10,14 @@ voice tokens the multimodal encoder attends over.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import torchaudio
 
+from ..media import check_audio, load_audio
 from .weights import WeightFile, load_into
 
 SAMPLE_RATE = 16_000
@@ -82,6 +84,11 @@ class VoiceEncoder:
         """(B, samples) at 16 kHz -> mean-normalised log-mel Fbank (B, frames, 80)."""
         feats = self.fbank(wav16k.to(self.device))
         return feats - feats.mean(dim=1, keepdim=True)
+
+    def embed_audio(self, audio: Any, sample_rate: int | None = None, name: str = "the recording") -> VoiceFeatures:
+        """File / bytes / (rate, array) / array + rate, any rate, mono or stereo -> checked, embedded."""
+        rec = check_audio(load_audio(audio, sample_rate, name=name), name)
+        return self.encode(resample_to_16k(rec.samples, rec.sample_rate))
 
     @torch.inference_mode()
     def encode(self, wav16k: torch.Tensor) -> VoiceFeatures:

@@ -43,6 +43,13 @@ class FAAConfig:
             raise ValueError("token dimensions must be >= 0 (0 = global-only)")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.d_model % 2:
+            raise ValueError(f"d_model must be even (sinusoidal voice positions), got {self.d_model}")
+        for name in ("dropout", "proj_dropout"):
+            if not 0.0 <= float(getattr(self, name)) < 1.0:
+                raise ValueError(f"FAAConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.mlp_ratio <= 0:
+            raise ValueError(f"FAAConfig.mlp_ratio must be positive, got {self.mlp_ratio}")
         if len(self.face_grid) != 2 or min(self.face_grid) <= 0:
             raise ValueError(f"face_grid must be two positive ints, got {self.face_grid}")
         if not 0 < self.init_temperature < 1:

@@ -135,7 +135,8 @@ class MultimodalEncoder(nn.Module):
             frames = self.voice_tokens_in(voice_tokens) + self.voice_type[2]
             parts.append(frames + sinusoid(t, frames.shape[-1], frames.device))
             if voice_mask is not None:
-                mask = torch.cat([voice_mask.new_ones(b, 2), voice_mask.bool()], dim=1)
+                valid = voice_mask.bool()
+                mask = torch.cat([torch.ones(b, 2, dtype=torch.bool, device=valid.device), valid], dim=1)
         return torch.cat(parts, dim=1), mask
 
     def _face_memory(self, face_emb, face_tokens):

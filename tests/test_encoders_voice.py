@@ -1,0 +1,185 @@
+"""Tests for faa_core.encoders.voice: Fbank -> ECAPA-TDNN embedding, frame tokens and their time spans."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+import torchaudio
+
+from faa_core.encoders import SAMPLE_RATE, VOICE_DIM, VOICE_TOKEN_DIM, VoiceEncoder, VoiceFeatures, resample_to_16k
+from faa_core.encoders.voice import FRAMES_PER_SECOND, N_MELS
+from faa_core.media import check_audio, load_audio
+
+
+@pytest.fixture(scope="module")
+def speech16k(speech_wav) -> torch.Tensor:
+    audio = check_audio(load_audio(speech_wav))
+    return resample_to_16k(audio.samples, audio.sample_rate)
+
+
+@pytest.fixture(scope="module")
+def speech_features(voice_encoder, speech16k) -> VoiceFeatures:
+    return voice_encoder.encode(speech16k)
+
+
+def _bare_encoder(token_rate: float) -> VoiceEncoder:
+    """A VoiceEncoder with only ``token_rate`` set, to test pool_tokens without building networks."""
+    enc = VoiceEncoder.__new__(VoiceEncoder)
+    enc.token_rate = token_rate
+    return enc
+
+
+def test_resample_to_16k(speech_wav, speech16k):
+    audio = load_audio(speech_wav)
+    assert audio.sample_rate == 22050
+    assert speech16k.dtype == torch.float32 and speech16k.ndim == 1
+    assert abs(speech16k.numel() - len(audio.samples) * SAMPLE_RATE / 22050) <= 2
+    x = np.random.default_rng(0).standard_normal(1600).astype(np.float32)
+    assert torch.equal(resample_to_16k(x, SAMPLE_RATE), torch.from_numpy(x))  # 16 kHz passes as is
+
+
+def test_encode_speech_shapes(speech_features, speech16k, voice_encoder):
+    out = speech_features
+    assert isinstance(out, VoiceFeatures)
+    assert out.embedding.shape == (VOICE_DIM,) == (192,)
+    assert out.embedding.dtype == torch.float32
+    assert out.embedding.norm().item() == pytest.approx(1.0, abs=1e-5)
+    frames = voice_encoder.features(speech16k[None]).shape[1]
+    assert voice_encoder.token_rate == 4.0
+    assert out.tokens.shape == (math.ceil(frames / 25), VOICE_TOKEN_DIM)
+    assert torch.isfinite(out.tokens).all()
+    assert out.duration_s == pytest.approx(speech16k.numel() / SAMPLE_RATE)
+    assert 2.0 < out.duration_s < 8.0
+
+
+def test_spans(speech_features):
+    spans = speech_features.spans
+    assert spans.shape == (speech_features.tokens.shape[0], 2)
+    assert spans[0, 0] == 0.0
+    assert np.all(spans[:, 1] > spans[:, 0])
+    assert np.all(np.diff(spans[:, 0]) > 0) and np.all(np.diff(spans[:, 1]) > 0)
+    np.testing.assert_allclose(spans[1:, 0], spans[:-1, 1])  # contiguous windows
+    np.testing.assert_allclose(spans[:-1, 1] - spans[:-1, 0], 0.25)
+    assert spans[-1, 1] == pytest.approx(speech_features.duration_s, abs=1.5 / FRAMES_PER_SECOND)
+
+
+def test_features_are_mean_normalised_fbank(voice_encoder, speech16k):
+    feats = voice_encoder.features(speech16k[None])
+    assert feats.shape[0] == 1 and feats.shape[2] == N_MELS
+    assert feats.shape[1] == pytest.approx(speech16k.numel() / SAMPLE_RATE * FRAMES_PER_SECOND, abs=2)
+    torch.testing.assert_close(feats.mean(dim=1), torch.zeros(1, N_MELS), atol=1e-4, rtol=0)
+
+
+def test_embedding_equals_ecapa_forward(voice_encoder, speech16k, speech_features):
+    net = voice_encoder.network
+    assert not net.training
+    feats = voice_encoder.features(speech16k[None])
+    captured = {}
+    handle = net.blocks[-1].register_forward_hook(lambda m, i, o: captured.setdefault("frames", o))
+    try:
+        with torch.no_grad():
+            ref = net(feats)  # SpeechBrain's own forward: (B, 1, 192)
+    finally:
+        handle.remove()
+    assert ref.shape == (1, 1, VOICE_DIM)
+    torch.testing.assert_close(speech_features.embedding, F.normalize(ref.reshape(1, -1), dim=1)[0], atol=1e-5, rtol=1e-4)
+    frames, emb = voice_encoder.forward_features(feats)
+    torch.testing.assert_close(frames, captured["frames"].transpose(1, 2), atol=1e-5, rtol=1e-4)
+    assert frames.shape == (1, feats.shape[1], VOICE_TOKEN_DIM)
+    # tokens are the means of consecutive 25-frame windows (the last one shorter)
+    tokens = speech_features.tokens
+    n = frames.shape[1]
+    for i in range(tokens.shape[0]):
+        window = frames[0, i * 25 : min((i + 1) * 25, n)]
+        torch.testing.assert_close(tokens[i], window.mean(dim=0), atol=1e-5, rtol=1e-4)
+
+
+def test_encode_is_deterministic(voice_encoder, speech16k, speech_features):
+    again = voice_encoder.encode(speech16k)
+    assert torch.equal(again.embedding, speech_features.embedding)
+    assert torch.equal(again.tokens, speech_features.tokens)
+
+
+def test_encode_rejects_batched_input(voice_encoder, speech16k):
+    with pytest.raises(ValueError, match="1-D"):
+        voice_encoder.encode(speech16k[None])
+
+
+@pytest.mark.parametrize("rate", [0, -1.0, 100.5, 1000])
+def test_token_rate_validation(random_weights, rate):
+    with pytest.raises(ValueError, match="token_rate"):
+        VoiceEncoder(random_weights.voice, token_rate=rate)
+
+
+@pytest.mark.parametrize(
+    "rate, n, window",
+    [(4.0, 367, 25), (4.0, 100, 25), (4.0, 10, 25), (1.0, 250, 100), (2.5, 101, 40), (100.0, 7, 1), (0.5, 150, 200)],
+)
+def test_pool_tokens(rate, n, window):
+    frames = torch.randn(n, 6, generator=torch.Generator().manual_seed(n))
+    tokens, spans = _bare_encoder(rate).pool_tokens(frames)
+    count = math.ceil(n / window)
+    assert tokens.shape == (count, 6) and spans.shape == (count, 2)
+    for i in range(count):
+        torch.testing.assert_close(tokens[i], frames[i * window : (i + 1) * window].mean(dim=0))
+        assert spans[i, 0] == pytest.approx(i * window / FRAMES_PER_SECOND)
+        assert spans[i, 1] == pytest.approx(min((i + 1) * window, n) / FRAMES_PER_SECOND)
+
+
+def test_other_token_rate_encoder(random_weights, speech16k, speech_features):
+    enc = VoiceEncoder(random_weights.voice, token_rate=2.0)
+    out = enc.encode(speech16k)
+    torch.testing.assert_close(out.embedding, speech_features.embedding)
+    frames = enc.features(speech16k[None]).shape[1]
+    assert out.tokens.shape == (math.ceil(frames / 50), VOICE_TOKEN_DIM)
+
+
+def test_stereo_8k_file_goes_through_resample(tmp_path, speech16k, voice_encoder):
+    x8 = torchaudio.functional.resample(speech16k, SAMPLE_RATE, 8000).numpy()
+    path = tmp_path / "stereo8k.wav"
+    sf.write(str(path), np.stack([x8, 0.5 * x8], axis=1), 8000, subtype="PCM_16")
+    audio = check_audio(load_audio(path))
+    assert audio.sample_rate == 8000 and audio.samples.ndim == 1
+    np.testing.assert_allclose(audio.samples, 0.75 * x8, atol=2e-4)
+    wav = resample_to_16k(audio.samples, audio.sample_rate)
+    assert wav.numel() == 2 * len(x8)
+    out = voice_encoder.encode(wav)
+    assert out.embedding.shape == (VOICE_DIM,)
+    assert out.embedding.norm().item() == pytest.approx(1.0, abs=1e-5)
+    assert out.duration_s == pytest.approx(len(x8) / 8000)
+    assert out.spans[-1, 1] == pytest.approx(out.duration_s, abs=1.5 / FRAMES_PER_SECOND)
+    assert out.tokens.shape[0] == math.ceil(voice_encoder.features(wav[None]).shape[1] / 25)
+
+
+def test_gradio_tuple_44k_stereo_goes_through_resample(voice_encoder):
+    rate = 44100
+    t = np.arange(int(1.5 * rate)) / rate
+    tone = (0.3 * np.sin(2 * np.pi * 150 * t) * 32767).astype(np.int16)
+    audio = check_audio(load_audio((rate, np.stack([tone, tone], axis=1))))
+    wav = resample_to_16k(audio.samples, audio.sample_rate)
+    assert abs(wav.numel() - 1.5 * SAMPLE_RATE) <= 2
+    out = voice_encoder.encode(wav)
+    frames = voice_encoder.features(wav[None]).shape[1]
+    assert frames == 1 + wav.numel() // 160  # centred 10 ms hops: one frame more than 1.5 s x 100
+    assert out.tokens.shape[0] == math.ceil(frames / 25) == 7  # 6 full windows + one of a single frame
+    assert out.duration_s == pytest.approx(1.5, abs=1e-3)
+
+
+def test_embed_audio_checks_and_resamples(voice_encoder, speech_wav):
+    import numpy as np
+    import soundfile as sf
+
+    from faa_core.errors import SilentAudioError
+
+    x, sr = sf.read(speech_wav, dtype="float32")
+    from_file = voice_encoder.embed_audio(speech_wav)
+    from_pair = voice_encoder.embed_audio((sr, np.stack([x, x], axis=1)))
+    assert from_file.embedding.shape == (192,)
+    assert torch.allclose(from_file.embedding, from_pair.embedding, atol=1e-5)
+    with pytest.raises(SilentAudioError):
+        voice_encoder.embed_audio(np.zeros(32000, np.float32), sample_rate=16000)
