@@ -1,0 +1,116 @@
+"""Scoring voice-face pairs with a trained model: cosine, fusion or both combined.
+
+Used by validation during training and by the evaluation reports. Each
+distinct item is embedded once; the multimodal encoder then runs over the
+pairs in batches, gathering the tokens it needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from faa_core.model import FAAModel
+
+SCORINGS = ("fusion", "cosine", "combined")
+
+
+@torch.inference_mode()
+def embed_items(model: FAAModel, source: Any, items: np.ndarray, modality: str, batch: int = 4096) -> torch.Tensor:
+    """Aligned embeddings of ``items`` of one modality (float32, L2-normalised)."""
+    embed = model.embed_voice if modality == "voice" else model.embed_face
+    device = next(model.parameters()).device
+    out = [
+        embed(torch.from_numpy(np.asarray(source.globals(items[i : i + batch]), dtype=np.float32)).to(device))
+        for i in range(0, len(items), batch)
+    ]
+    return torch.cat(out) if out else torch.zeros(0, model.config.embed_dim)
+
+
+def _tokens(source: Any, items: np.ndarray, use: bool, device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    if not use:
+        return None, None
+    tok, mask = source.tokens(items)
+    return torch.from_numpy(np.asarray(tok, dtype=np.float32)).to(device), torch.from_numpy(np.asarray(mask)).to(device)
+
+
+@torch.inference_mode()
+def fusion_probabilities(
+    model: FAAModel,
+    voice_src: Any,
+    face_src: Any,
+    voice_items: np.ndarray,
+    face_items: np.ndarray,
+    voice_emb: torch.Tensor,
+    face_emb: torch.Tensor,
+    batch: int = 512,
+) -> np.ndarray:
+    """P(same person) of pairs (voice_items[k], face_items[k]); embeddings indexed by pair."""
+    cfg = model.config
+    device = next(model.parameters()).device
+    out = np.empty(len(voice_items), dtype=np.float32)
+    for s in range(0, len(voice_items), batch):
+        sl = slice(s, s + batch)
+        vt, vm = _tokens(voice_src, voice_items[sl], cfg.voice_token_dim > 0, device)
+        ft, _ = _tokens(face_src, face_items[sl], cfg.face_token_dim > 0, device)
+        logits = model.match(None, None, vt, ft, vm, voice_emb=voice_emb[sl], face_emb=face_emb[sl]).logits
+        out[sl] = FAAModel.match_probability(logits).cpu().numpy()
+    return out
+
+
+@torch.inference_mode()
+def score_pairs(
+    model: FAAModel,
+    voice_src: Any,
+    face_src: Any,
+    voice_items: np.ndarray,
+    face_items: np.ndarray,
+    scoring: str = "fusion",
+) -> np.ndarray:
+    """One score per pair; higher = more likely the same person.
+
+    ``cosine`` is mapped to [0, 1]; ``combined`` is the mean of that and the
+    fusion probability.
+    """
+    if scoring not in SCORINGS:
+        raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
+    model.eval()
+    voice_items, face_items = np.asarray(voice_items), np.asarray(face_items)
+    uv, v_inv = np.unique(voice_items, return_inverse=True)
+    uf, f_inv = np.unique(face_items, return_inverse=True)
+    v_emb = embed_items(model, voice_src, uv, "voice")
+    f_emb = embed_items(model, face_src, uf, "face")
+    v_inv_t, f_inv_t = torch.from_numpy(v_inv), torch.from_numpy(f_inv)
+    cos01 = ((v_emb[v_inv_t] * f_emb[f_inv_t]).sum(-1).float().cpu().numpy() + 1.0) / 2.0
+    if scoring == "cosine":
+        return cos01
+    prob = fusion_probabilities(
+        model, voice_src, face_src, voice_items, face_items, v_emb[v_inv_t], f_emb[f_inv_t]
+    )
+    return prob if scoring == "fusion" else (prob + cos01) / 2.0
+
+
+def verification_trials(voice: Any, face: Any, split: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Balanced random (voice, face, label) trials among items of one split with known identities."""
+    rng = np.random.default_rng(seed)
+    v_items = np.flatnonzero((np.asarray(voice.splits) == split) & (np.asarray(voice.identities) != ""))
+    f_items = np.flatnonzero((np.asarray(face.splits) == split) & (np.asarray(face.identities) != ""))
+    if len(v_items) == 0 or len(f_items) == 0:
+        raise ValueError(f"no {split} items with known identities to validate on")
+    f_ident = np.asarray(face.identities)[f_items].astype(str)
+    order = np.argsort(f_ident, kind="stable")
+    uniq, starts, counts = np.unique(f_ident[order], return_index=True, return_counts=True)
+    if len(uniq) < 2:
+        raise ValueError(f"the {split} split needs at least two identities")
+    vs = rng.choice(v_items, size=n)
+    v_ident = np.asarray(voice.identities)[vs].astype(str)
+    pos = np.searchsorted(uniq, v_ident)
+    has_face = (pos < len(uniq)) & (uniq[np.minimum(pos, len(uniq) - 1)] == v_ident)
+    vs, v_ident, pos = vs[has_face], v_ident[has_face], pos[has_face]
+    labels = (np.arange(len(vs)) % 2 == 0).astype(np.int8)
+    other = (pos + 1 + (rng.random(len(vs)) * (len(uniq) - 1)).astype(np.int64)) % len(uniq)
+    group = np.where(labels == 1, pos, other)
+    fs = f_items[order[starts[group] + (rng.random(len(vs)) * counts[group]).astype(np.int64)]]
+    return vs, fs, labels

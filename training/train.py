@@ -1,0 +1,28 @@
+"""``python -m training.train --config training/configs/faa.yaml --data DIR --out RUN [key=value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .config import load_config
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.train", description="train FAA or a baseline")
+    p.add_argument("--config", required=True, help="YAML path or a name in training/configs/ (faa, sl, ...)")
+    p.add_argument("--data", required=True, help="feature store or synthetic world folder")
+    p.add_argument("--out", required=True, help="run folder (resumes if it holds state.pt)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("overrides", nargs="*", help="config overrides: section.key=value")
+    args = p.parse_intermixed_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    from .trainer import Trainer
+
+    summary = Trainer(cfg, args.data, args.out, progress=not args.no_progress).train()
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,328 @@
+"""The training loop shared by every objective: rounds of (labels -> steps -> validation).
+
+A round first fixes the labels of the training videos -- k-means on
+dual-modality pooled embeddings for the unsupervised objectives (``faa``,
+``sl``), the true identities for the supervised ones (``faa_supervised``,
+``wen2021``) -- then takes ``steps_per_round`` optimiser steps on pairs drawn
+from those labels, then validates. The best model is kept in ``RUN/best/``
+(faa_core's checkpoint format).
+
+Resumable: after every round the whole state (model, optimiser, schedule,
+counters) is written atomically to ``RUN/state.pt``, and every random draw
+of a round is seeded from (seed, round), so a run killed at any moment and
+restarted ends exactly where an uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from faa_core.checkpoint import default_encoders, save_checkpoint
+from faa_core.clustering import ProgressiveClusterSchedule, cluster_purity, dual_modality_pooling, kmeans, nmi
+from faa_core.losses import (
+    IdentityReweighter,
+    fvc_infonce,
+    fvc_multi_similarity,
+    fvm_loss,
+    sample_hard_negatives,
+    wen_two_level_loss,
+)
+from faa_core.metrics import verification_auc
+from faa_core.model import FAAConfig, FAAModel
+
+from .data import PairSampler, VideoIndex, open_features
+from .scoring import embed_items, score_pairs, verification_trials
+
+UNSUPERVISED = ("faa", "sl")
+
+
+def model_config(cfg: dict[str, Any], voice, face) -> FAAConfig:
+    """FAAConfig from the config's model section and the data's dimensions."""
+    m = dict(cfg["model"])
+    use_tokens = bool(m.pop("use_tokens", True))
+    grid = getattr(face, "token_grid", None) or (8, 8)
+    return FAAConfig(
+        face_dim=face.global_dim,
+        voice_dim=voice.global_dim,
+        face_token_dim=face.token_dim if use_tokens and face.has_tokens else 0,
+        voice_token_dim=voice.token_dim if use_tokens and voice.has_tokens else 0,
+        face_grid=tuple(grid),
+        **m,
+    )
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class Trainer:
+    def __init__(self, cfg: dict[str, Any], data_dir: str | Path, run_dir: str | Path, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.data_dir = Path(data_dir)
+        self.run = Path(run_dir)
+        self.run.mkdir(parents=True, exist_ok=True)
+        self.progress = progress
+        self.objective = cfg["objective"]
+        src = open_features(data_dir)
+        self.voice, self.face = src["voice"], src["face"]
+        self.index = VideoIndex(self.voice, self.face, "train")
+        self.identity = self.index.identity_codes()
+        if self.objective not in UNSUPERVISED and (self.identity < 0).any():
+            raise ValueError(f"objective {self.objective} needs identities for every training video")
+
+        torch.manual_seed(cfg["seed"])
+        self.model = FAAModel(model_config(cfg, self.voice, self.face))
+        self.extra = torch.nn.ParameterDict()
+        if self.objective == "wen2021":
+            n_id = int(self.identity.max()) + 1
+            w = torch.randn(n_id, self.model.config.embed_dim) * 0.01
+            self.extra["classifier"] = torch.nn.Parameter(w)
+            self.reweighter = IdentityReweighter(n_id, drop_fraction=cfg["loss"]["reweight_drop_fraction"])
+        params = list(self.model.parameters()) + list(self.extra.parameters())
+        o = cfg["optim"]
+        if o["name"] == "sgd":
+            self.optim = torch.optim.SGD(params, lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"])
+        else:
+            self.optim = torch.optim.Adam(params, lr=o["lr"], weight_decay=o["weight_decay"])
+
+        c = cfg.get("clustering", {})
+        n_videos = len(self.index)
+        start = max(2, min(n_videos, int(round(c.get("start_fraction", 0.5) * n_videos))))
+        minimum = max(2, min(start, int(round(c.get("min_fraction", 0.02) * n_videos))))
+        self.schedule = ProgressiveClusterSchedule(
+            start=start, factor=c.get("factor", 0.8), minimum=minimum,
+            patience=c.get("patience", 2), fixed=bool(c.get("fixed", False)),
+        )
+        v = cfg["validation"]
+        self.val = verification_trials(self.voice, self.face, "val", v["trials"], seed=cfg["seed"] + 7919)
+        self.state = {"round": 0, "step": 0, "best": -math.inf, "bad_rounds": 0, "done": False, "best_round": -1}
+        self._resume()
+
+    # -- state ---------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.run / "state.pt"
+
+    def _resume(self) -> None:
+        if not self.state_path.is_file():
+            (self.run / "metrics.jsonl").unlink(missing_ok=True)
+            (self.run / "config.json").write_text(json.dumps(self.cfg, indent=2))
+            return
+        saved = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(saved["model"])
+        self.extra.load_state_dict(saved["extra"])
+        self.optim.load_state_dict(saved["optim"])
+        self.schedule.load_state_dict(saved["schedule"])
+        if self.objective == "wen2021":
+            self.reweighter.load_state_dict(saved["reweighter"])
+        self.state = saved["state"]
+        # drop log lines of a round that was cut off
+        log = self.run / "metrics.jsonl"
+        if log.is_file():
+            keep = [l for l in log.read_text().splitlines() if l and json.loads(l)["round"] < self.state["round"]]
+            log.write_text("".join(k + "\n" for k in keep))
+
+    def _save_state(self) -> None:
+        saved = {
+            "model": self.model.state_dict(),
+            "extra": self.extra.state_dict(),
+            "optim": self.optim.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "state": self.state,
+        }
+        if self.objective == "wen2021":
+            saved["reweighter"] = self.reweighter.state_dict()
+        _atomic_torch_save(saved, self.state_path)
+
+    # -- labels ----------------------------------------------------------------
+    def round_labels(self, rnd: int) -> tuple[np.ndarray, dict[str, Any]]:
+        """Labels of the training videos for this round, and clustering statistics."""
+        if self.objective not in UNSUPERVISED:
+            return self.identity, {"clusters": int(self.identity.max()) + 1}
+        self.model.eval()
+        idx = self.index
+        v_emb = embed_items(self.model, self.voice, idx.voice_video_items, "voice").numpy()
+        f_emb = embed_items(self.model, self.face, idx.face_video_items, "face").numpy()
+        keys, pooled = dual_modality_pooling(v_emb, idx.voice_video, f_emb, idx.face_video)
+        k = self.schedule.current()
+        result = kmeans(pooled, k, niter=self.cfg["clustering"].get("niter", 20), seed=self.cfg["seed"] * 1000 + rnd)
+        labels = np.full(len(idx), -1, dtype=np.int64)
+        labels[np.asarray(keys, dtype=np.int64)] = result.labels
+        stats: dict[str, Any] = {"clusters": int(k)}
+        known = self.identity >= 0
+        if known.any():
+            stats["purity"] = float(cluster_purity(labels[known], self.identity[known]))
+            stats["nmi"] = float(nmi(labels[known], self.identity[known]))
+        return labels, stats
+
+    # -- one step ----------------------------------------------------------------
+    def _tokens(self, source, items, use: bool):
+        if not use:
+            return None, None
+        tok, mask = source.tokens(items)
+        return torch.from_numpy(np.asarray(tok, dtype=np.float32)), torch.from_numpy(np.asarray(mask))
+
+    def step(self, batch, gen: torch.Generator, rnd: int) -> dict[str, float]:
+        cfg, model, loss_cfg = self.cfg, self.model, self.cfg["loss"]
+        vg = torch.from_numpy(np.asarray(self.voice.globals(batch.voice_items), dtype=np.float32))
+        fg = torch.from_numpy(np.asarray(self.face.globals(batch.face_items), dtype=np.float32))
+        labels = torch.from_numpy(batch.labels)
+        v_emb, f_emb = model.embed_voice(vg), model.embed_face(fg)
+        out: dict[str, float] = {}
+        if self.objective == "wen2021":
+            weights = None
+            if rnd >= loss_cfg["reweight_start_round"]:
+                weights = self.reweighter.weights()
+            loss = wen_two_level_loss(
+                v_emb, f_emb, labels, torch.nn.functional.normalize(self.extra["classifier"], dim=1),
+                sample_weight=weights, local_weight=loss_cfg["wen_local_weight"], scale=loss_cfg["wen_scale"],
+            )
+            with torch.no_grad():
+                w = torch.nn.functional.normalize(self.extra["classifier"], dim=1)
+                ce = lambda e: torch.nn.functional.cross_entropy(loss_cfg["wen_scale"] * e @ w.T, labels, reduction="none")
+                self.reweighter.update(labels, (ce(v_emb) + ce(f_emb)) / 2)
+            out["wen"] = float(loss.detach())
+        elif loss_cfg["fvc"] == "multi_similarity":
+            loss = fvc_multi_similarity(
+                v_emb, f_emb, labels, loss_cfg["ms_alpha"], loss_cfg["ms_beta"], loss_cfg["ms_base"]
+            )
+            out["fvc"] = float(loss.detach())
+        else:
+            loss = fvc_infonce(v_emb, f_emb, labels, model.logit_scale)
+            out["fvc"] = float(loss.detach())
+        if loss_cfg.get("fvm") and self.objective not in ("sl", "wen2021"):
+            fvm = self._fvm(batch, v_emb, f_emb, labels, gen)
+            loss = loss + loss_cfg["fvm_weight"] * fvm
+            out["fvm"] = float(fvm.detach())
+        self.optim.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optim.step()
+        out["loss"] = float(loss.detach())
+        return out
+
+    def _fvm(self, batch, v_emb, f_emb, labels, gen) -> torch.Tensor:
+        model, mc = self.model, self.model.config
+        with torch.no_grad():
+            if self.cfg["pairs"]["hard_negatives"]:
+                sim = model.logit_scale.exp().clamp(max=100.0) * v_emb @ f_emb.T
+            else:
+                sim = torch.zeros(len(labels), len(labels))
+            neg_f, ok_f = sample_hard_negatives(sim, labels, gen)
+            neg_v, ok_v = sample_hard_negatives(sim.T, labels, gen)
+        vt, vm = self._tokens(self.voice, batch.voice_items, mc.voice_token_dim > 0)
+        ft, _ = self._tokens(self.face, batch.face_items, mc.face_token_dim > 0)
+
+        def sel(t, i):
+            return None if t is None else t[i]
+
+        # voices: their positive face, a hard negative face; faces: a hard negative voice
+        rows_v = torch.cat([torch.arange(len(labels)), torch.nonzero(ok_f).squeeze(1), neg_v[ok_v]])
+        rows_f = torch.cat([torch.arange(len(labels)), neg_f[ok_f], torch.nonzero(ok_v).squeeze(1)])
+        logits = model.match(
+            None, None, sel(vt, rows_v), sel(ft, rows_f), sel(vm, rows_v),
+            voice_emb=v_emb[rows_v], face_emb=f_emb[rows_f],
+        ).logits
+        n = len(labels)
+        return fvm_loss(logits[:n], logits[n:])
+
+    # -- validation ------------------------------------------------------------
+    def validate(self) -> dict[str, float]:
+        vs, fs, labels = self.val
+        out = {}
+        scorings = {"cosine"} | ({self.cfg["validation"]["scoring"]} if self.model_uses_fusion else set())
+        for s in sorted(scorings):
+            out[f"val_auc_{s}"] = float(verification_auc(score_pairs(self.model, self.voice, self.face, vs, fs, s), labels))
+        key = self.cfg["validation"]["scoring"] if self.model_uses_fusion else "cosine"
+        out["val_auc"] = out[f"val_auc_{key}"]
+        return out
+
+    @property
+    def model_uses_fusion(self) -> bool:
+        return bool(self.cfg["loss"].get("fvm")) and self.objective in ("faa", "faa_supervised")
+
+    # -- the loop --------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        cfg, sched = self.cfg, self.cfg["schedule"]
+        seed = cfg["seed"]
+        while not self.state["done"] and self.state["round"] < sched["max_rounds"]:
+            rnd = self.state["round"]
+            t0 = time.perf_counter()
+            torch.manual_seed(seed * 100_003 + rnd)
+            rng = np.random.default_rng([seed, rnd])
+            gen = torch.Generator().manual_seed(seed * 100_003 + rnd)
+            labels, stats = self.round_labels(rnd)
+            sampler = PairSampler(self.index, labels, bool(cfg["pairs"]["diverse_positives"]))
+            self.model.train()
+            sums: dict[str, float] = {}
+            bar = tqdm(range(sched["steps_per_round"]), desc=f"round {rnd}", disable=not self.progress, leave=False)
+            for _ in bar:
+                out = self.step(sampler.sample(cfg["optim"]["batch_size"], rng), gen, rnd)
+                for k, v in out.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                self.state["step"] += 1
+            val = self.validate()
+            improved = val["val_auc"] > self.state["best"]
+            if improved:
+                self.state.update(best=val["val_auc"], bad_rounds=0, best_round=rnd)
+                self._save_best(val)
+            else:
+                self.state["bad_rounds"] += 1
+            if self.objective in UNSUPERVISED:
+                self.schedule.step(val["val_auc"])
+            record = {
+                "round": rnd, "step": self.state["step"], **stats,
+                **{k: v / sched["steps_per_round"] for k, v in sums.items()}, **val,
+                "logit_scale": self.model.logit_scale.exp().item(), "improved": improved,
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+            with open(self.run / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            if self.progress:
+                tqdm.write(
+                    f"round {rnd}: loss {record.get('loss', 0):.4f} val_auc {val['val_auc']:.4f} "
+                    f"clusters {stats['clusters']}" + (f" purity {stats['purity']:.3f}" if "purity" in stats else "")
+                )
+            self.state["round"] = rnd + 1
+            if self.state["bad_rounds"] >= sched["patience"]:
+                self.state["done"] = True
+            self._save_state()
+        summary = {"best_val_auc": self.state["best"], "best_round": self.state["best_round"],
+                   "rounds": self.state["round"], "steps": self.state["step"]}
+        (self.run / "summary.json").write_text(json.dumps(summary, indent=2))
+        from .plots import plot_training
+
+        plot_training(self.run / "metrics.jsonl", self.run / "plots")
+        return summary
+
+    def _save_best(self, val: dict[str, float]) -> None:
+        meta = {}
+        meta_path = self.data_dir / "world.json"
+        if meta_path.is_file():
+            meta = json.loads(meta_path.read_text())
+        trained_on = {
+            "data": str(self.data_dir),
+            "synthetic": bool(meta) or (self.data_dir / "truth").is_dir(),
+            "objective": self.objective,
+            "train_videos": len(self.index),
+            "round": self.state["round"],
+            "step": self.state["step"],
+            "config": self.cfg,
+        }
+        if meta:
+            trained_on["world"] = {k: meta[k] for k in ("preset", "seed") if k in meta}
+        save_checkpoint(
+            self.run / "best", self.model, trained_on=trained_on,
+            evaluation={"validation": val},
+            encoders=default_encoders(self.model.config),
+        )
