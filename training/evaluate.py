@@ -1,0 +1,250 @@
+"""``python -m training.evaluate --checkpoint CKPT --data DIR --out OUT``: every task of a protocol.
+
+Reads the protocol's trial lists (Wen 2021 or Nagrani 2018 formats; a
+synthetic world keeps its own Wen-format lists in ``DIR/protocol/``), scores
+them with the checkpoint (fusion, cosine or combined) and writes
+``OUT/report.json``, ``OUT/report.md`` and ``OUT/roc.png``; with
+``--dump-scores`` also every trial's score under ``OUT/scores/``. On a
+synthetic world the oracle's numbers come in the same structure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from faa_core.checkpoint import load_checkpoint
+from faa_core.metrics import matching_accuracy, matching_curve, retrieval_map, verification_auc
+from faa_core.protocols import Protocol, detect_protocol, read_protocol
+
+from .data import open_features
+from .scoring import embed_items, fusion_probabilities, score_pairs
+
+PairScorer = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (voice items, face items) -> scores
+DUMP_RETRIEVAL_MAX = 5000
+
+
+def find_protocol(data_dir: Path, protocol: Optional[str], protocol_dir: Optional[Path]) -> Protocol:
+    folder = protocol_dir or (data_dir / "protocol")
+    name = protocol or detect_protocol(folder)
+    if name is None:
+        raise FileNotFoundError(f"no protocol lists found in {folder}; pass --protocol-dir")
+    return read_protocol(name, folder)
+
+
+def _items(source: Any, ids: np.ndarray) -> np.ndarray:
+    return source.index([str(i) for i in ids])
+
+
+def _write_csv(path: Path, header: list[str], columns: list[np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(zip(*columns))
+
+
+def evaluate_protocol(
+    protocol: Protocol,
+    voice: Any,
+    face: Any,
+    score: PairScorer,
+    retrieval_sim: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    rerank: Optional[Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = None,
+    dump_dir: Optional[Path] = None,
+    curves: Optional[dict[str, Any]] = None,
+) -> dict[str, Any]:
+    """Metrics of every list; ``score`` gives pair scores, ``retrieval_sim`` a voice x face matrix."""
+    lists: dict[str, Any] = {}
+    for name, vl in sorted(protocol.verification.items()):
+        v, f = _items(voice, vl.voices), _items(face, vl.faces)
+        s = score(v, f)
+        lists[name] = {"task": "verification", "metric": "auc", "value": verification_auc(s, vl.labels), "trials": len(vl)}
+        if curves is not None:
+            curves[name] = (s, np.asarray(vl.labels))
+        if dump_dir is not None:
+            _write_csv(dump_dir / f"{name}.csv", ["voice", "face", "label", "score"], [vl.voices, vl.faces, vl.labels, s])
+    for name, ml in sorted(protocol.matching.items()):
+        if ml.voices_are_queries:
+            q = _items(voice, ml.queries)
+            sp, sn = score(q, _items(face, ml.positives)), score(q, _items(face, ml.negatives))
+            header = ["voice", "face_pos", "face_neg", "score_pos", "score_neg"]
+        else:
+            q = _items(face, ml.queries)
+            sp, sn = score(_items(voice, ml.positives), q), score(_items(voice, ml.negatives), q)
+            header = ["face", "voice_pos", "voice_neg", "score_pos", "score_neg"]
+        lists[name] = {
+            "task": "matching", "direction": ml.direction, "metric": "accuracy",
+            "value": matching_accuracy(sp, sn), "trials": len(ml),
+        }
+        if dump_dir is not None:
+            _write_csv(dump_dir / f"{name}.csv", header, [ml.queries, ml.positives, ml.negatives, sp, sn])
+    for name, rl in sorted(protocol.retrieval.items()):
+        v, f = _items(voice, rl.voices), _items(face, rl.faces)
+        sim = retrieval_sim(v, f)
+        entry: dict[str, Any] = {"task": "retrieval", "metric": "map", "voices": len(v), "faces": len(f)}
+        directions = [d for d in ("v2f", "f2v") if d in name] or ["v2f", "f2v"]
+        for d in directions:
+            mat = sim if d == "v2f" else sim.T
+            q_ids, g_ids = (rl.voice_identities, rl.face_identities) if d == "v2f" else (rl.face_identities, rl.voice_identities)
+            entry[f"{d}_cosine"] = retrieval_map(mat, q_ids, g_ids)
+            if rerank is not None:
+                mat = rerank(mat, v, f) if d == "v2f" else rerank(mat, f, v, faces_are_queries=True)
+            entry[d] = retrieval_map(mat, q_ids, g_ids)
+            entry[f"{d}_matching_1_to_n"] = {str(k): a for k, a in matching_curve(sim if d == "v2f" else sim.T, q_ids, g_ids).items()}
+            if dump_dir is not None and len(v) <= DUMP_RETRIEVAL_MAX and len(f) <= DUMP_RETRIEVAL_MAX:
+                dump_dir.mkdir(parents=True, exist_ok=True)
+                np.savez_compressed(
+                    dump_dir / f"retrieval_{d}.npz", scores=mat.astype(np.float32),
+                    query_identities=np.asarray(q_ids), gallery_identities=np.asarray(g_ids),
+                )
+        entry["value"] = float(np.mean([entry[d] for d in directions]))
+        lists[name] = entry
+    return lists
+
+
+class ModelScorer:
+    """Pair scores, retrieval matrices and top-k re-ranking from one checkpoint."""
+
+    def __init__(self, model, voice, face, scoring: str, rerank_k: int) -> None:
+        self.model, self.voice, self.face, self.scoring, self.k = model, voice, face, scoring, rerank_k
+
+    def pairs(self, v: np.ndarray, f: np.ndarray) -> np.ndarray:
+        return score_pairs(self.model, self.voice, self.face, v, f, self.scoring)
+
+    @torch.inference_mode()
+    def retrieval(self, v: np.ndarray, f: np.ndarray) -> np.ndarray:
+        ve = embed_items(self.model, self.voice, v, "voice")
+        fe = embed_items(self.model, self.face, f, "face")
+        return (ve @ fe.T).float().numpy()
+
+    @torch.inference_mode()
+    def rerank(self, sim: np.ndarray, queries: np.ndarray, gallery: np.ndarray, faces_are_queries: bool = False) -> np.ndarray:
+        """Move each query's top-k (by cosine) above the rest, ordered by the match head."""
+        k = min(self.k, sim.shape[1])
+        if k <= 0 or self.scoring == "cosine":
+            return sim
+        top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        q_items = np.repeat(queries, k)
+        g_items = gallery[top.reshape(-1)]
+        v_items, f_items = (g_items, q_items) if faces_are_queries else (q_items, g_items)
+        uv, vi = np.unique(v_items, return_inverse=True)
+        uf, fi = np.unique(f_items, return_inverse=True)
+        ve = embed_items(self.model, self.voice, uv, "voice")[torch.from_numpy(vi)]
+        fe = embed_items(self.model, self.face, uf, "face")[torch.from_numpy(fi)]
+        prob = fusion_probabilities(self.model, self.voice, self.face, v_items, f_items, ve, fe)
+        out = sim.astype(np.float32, copy=True)
+        np.put_along_axis(out, top, 2.0 + prob.reshape(-1, k), axis=1)
+        return out
+
+
+def oracle_scorer(data_dir: Path, voice, face):
+    """The synthetic world's oracle as pair scorer and retrieval matrix (None on real data)."""
+    if not (data_dir / "truth").is_dir():
+        return None
+    from .synth import load_world, oracle_scores
+
+    world = load_world(data_dir)
+
+    def pairs(v, f):
+        return oracle_scores(world, voice.ids[v], face.ids[f])
+
+    def retrieval(v, f):
+        return np.stack([oracle_scores(world, np.repeat(voice.ids[i], len(f)), face.ids[f]) for i in v])
+
+    return pairs, retrieval
+
+
+def write_markdown(report: dict[str, Any], path: Path) -> None:
+    lines = [f"# Evaluation: {report['protocol']} ({report['scoring']} scoring)", "",
+             f"checkpoint `{report['checkpoint']}`, data `{report['data']}`", "",
+             "| list | task | metric | trials | model | oracle |", "|---|---|---|---|---|---|"]
+    oracle = report.get("oracle", {}).get("lists", {})
+    for name, e in report["lists"].items():
+        trials = e.get("trials", f"{e.get('voices')}x{e.get('faces')}")
+        o = oracle.get(name, {}).get("value")
+        lines.append(f"| {name} | {e['task']} | {e['metric']} | {trials} | {e['value']:.4f} | "
+                     f"{'' if o is None else f'{o:.4f}'} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot_roc(curves: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for name, (s, y) in curves.items():
+        fpr, tpr, _ = roc_curve(y, s)
+        ax.plot(fpr, tpr, label=f"{name} ({verification_auc(s, y):.3f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def evaluate(
+    checkpoint: str, data_dir: str | Path, out: str | Path, protocol: Optional[str] = None,
+    protocol_dir: Optional[str | Path] = None, scoring: str = "fusion", rerank_k: int = 10,
+    dump_scores: bool = False, with_oracle: bool = True,
+) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    data_dir, out = Path(data_dir), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model, card = load_checkpoint(checkpoint)
+    src = open_features(data_dir)
+    voice, face = src["voice"], src["face"]
+    proto = find_protocol(data_dir, protocol, Path(protocol_dir) if protocol_dir else None)
+    scorer = ModelScorer(model, voice, face, scoring, rerank_k)
+    curves: dict[str, Any] = {}
+    lists = evaluate_protocol(
+        proto, voice, face, scorer.pairs, scorer.retrieval, scorer.rerank,
+        dump_dir=out / "scores" if dump_scores else None, curves=curves,
+    )
+    report: dict[str, Any] = {
+        "checkpoint": str(checkpoint), "data": str(data_dir), "protocol": proto.name,
+        "scoring": scoring, "rerank_k": rerank_k if scoring != "cosine" else 0,
+        "synthetic_checkpoint": bool(card.get("synthetic")), "lists": lists,
+    }
+    oracle = oracle_scorer(data_dir, voice, face) if with_oracle else None
+    if oracle is not None:
+        report["oracle"] = {"lists": evaluate_protocol(proto, voice, face, oracle[0], oracle[1])}
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    write_markdown(report, out / "report.md")
+    if curves:
+        plot_roc(curves, out / "roc.png")
+    return report
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--protocol", choices=["wen2021", "nagrani2018"], default=None)
+    p.add_argument("--protocol-dir", default=None, help="folder of the lists (default: DATA/protocol)")
+    p.add_argument("--scoring", choices=["fusion", "cosine", "combined"], default="fusion")
+    p.add_argument("--rerank-k", type=int, default=10, help="retrieval: re-rank each query's top-k with the match head")
+    p.add_argument("--dump-scores", action="store_true")
+    args = p.parse_args(argv)
+    report = evaluate(args.checkpoint, args.data, args.out, args.protocol, args.protocol_dir,
+                      args.scoring, args.rerank_k, args.dump_scores)
+    print((Path(args.out) / "report.md").read_text())
+    return 0 if report else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
