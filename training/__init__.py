@@ -1,0 +1,1 @@
+"""training: turns features into FAA checkpoints (imports faa_core, never the reverse)."""
