@@ -98,7 +98,10 @@ def evaluate_protocol(
             if rerank is not None:
                 mat = rerank(mat, v, f) if d == "v2f" else rerank(mat, f, v, faces_are_queries=True)
             entry[d] = retrieval_map(mat, q_ids, g_ids)
-            entry[f"{d}_matching_1_to_n"] = {str(k): a for k, a in matching_curve(sim if d == "v2f" else sim.T, q_ids, g_ids).items()}
+            n_max = min(10, len(np.unique(g_ids)))
+            if n_max >= 2:
+                curve = matching_curve(sim if d == "v2f" else sim.T, q_ids, g_ids, ns=range(2, n_max + 1))
+                entry[f"{d}_matching_1_to_n"] = {str(k): a for k, a in curve.items()}
             if dump_dir is not None and len(v) <= DUMP_RETRIEVAL_MAX and len(f) <= DUMP_RETRIEVAL_MAX:
                 dump_dir.mkdir(parents=True, exist_ok=True)
                 np.savez_compressed(
