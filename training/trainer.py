@@ -130,7 +130,13 @@ class Trainer:
         # drop log lines of a round that was cut off
         log = self.run / "metrics.jsonl"
         if log.is_file():
-            keep = [l for l in log.read_text().splitlines() if l and json.loads(l)["round"] < self.state["round"]]
+            keep = []
+            for line in log.read_text().splitlines():
+                try:
+                    if json.loads(line)["round"] < self.state["round"]:
+                        keep.append(line)
+                except (ValueError, KeyError):  # a line cut off by the kill
+                    continue
             log.write_text("".join(k + "\n" for k in keep))
 
     def _save_state(self) -> None:
