@@ -72,6 +72,16 @@ def _read_file_bytes(path: Path, what: str) -> bytes:
         raise UnreadableMediaError(f"cannot read {what} file {path}: {exc}") from exc
 
 
+def _check_size(width: int, height: int, label: str) -> None:
+    """Refuse images with too many pixels (before decoding) or too few to hold a face."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageTooLargeError(
+            f"image {label} has {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS:,} pixels"
+        )
+    if width < 16 or height < 16:
+        raise UnsupportedMediaError(f"image {label} is too small ({width}x{height})")
+
+
 def _array_to_image(arr: np.ndarray, label: str) -> Image.Image:
     if arr.ndim == 2:
         arr = np.stack([arr] * 3, axis=-1)
@@ -79,13 +89,7 @@ def _array_to_image(arr: np.ndarray, label: str) -> Image.Image:
         raise UnsupportedMediaError(
             f"image {label}: array of shape {arr.shape} is not (H, W), (H, W, 3) or (H, W, 4)"
         )
-    if arr.shape[0] * arr.shape[1] > MAX_IMAGE_PIXELS:
-        raise ImageTooLargeError(
-            f"image {label} has {arr.shape[1]}x{arr.shape[0]} pixels; the limit is "
-            f"{MAX_IMAGE_PIXELS:,} pixels"
-        )
-    if arr.shape[0] < 16 or arr.shape[1] < 16:
-        raise UnsupportedMediaError(f"image {label} is too small ({arr.shape[1]}x{arr.shape[0]})")
+    _check_size(arr.shape[1], arr.shape[0], label)
     if np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all():
             raise UnsupportedMediaError(f"image {label} contains NaN or infinite values")
@@ -103,13 +107,7 @@ def load_image(src: Any, name: str | None = None) -> Image.Image:
     """
     label = _describe(src, name)
     if isinstance(src, Image.Image):
-        if src.width * src.height > MAX_IMAGE_PIXELS:
-            raise ImageTooLargeError(
-                f"image {label} has {src.width}x{src.height} pixels; the limit is "
-                f"{MAX_IMAGE_PIXELS:,} pixels"
-            )
-        if src.width < 16 or src.height < 16:
-            raise UnsupportedMediaError(f"image {label} is too small ({src.width}x{src.height})")
+        _check_size(src.width, src.height, label)
         return src.convert("RGB")
     if isinstance(src, np.ndarray):
         return _array_to_image(src, label)
@@ -126,13 +124,9 @@ def load_image(src: Any, name: str | None = None) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
-            if img.width * img.height > MAX_IMAGE_PIXELS:
-                raise ImageTooLargeError(
-                    f"image {label} has {img.width}x{img.height} pixels; the limit is "
-                    f"{MAX_IMAGE_PIXELS:,} pixels"
-                )
+            _check_size(img.width, img.height, label)
             img.load()
-    except ImageTooLargeError:
+    except (ImageTooLargeError, UnsupportedMediaError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(f"image {label} is too large to decode safely: {exc}") from exc
@@ -142,8 +136,6 @@ def load_image(src: Any, name: str | None = None) -> Image.Image:
         ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise UnreadableMediaError(f"image {label} is truncated or corrupt: {exc}") from exc
-    if img.width < 16 or img.height < 16:
-        raise UnsupportedMediaError(f"image {label} is too small ({img.width}x{img.height})")
     return img.convert("RGB")
 
 
