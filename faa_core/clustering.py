@@ -138,10 +138,8 @@ def dual_modality_pooling(
     """
     v = _check_embeddings(voice_emb, "voice_emb")
     f = _check_embeddings(face_emb, "face_emb")
-    if v.shape[1] != f.shape[1]:
-        raise InputError(
-            f"voice and face embeddings must share a dimension; got {v.shape[1]} and {f.shape[1]}"
-        )
+    # The two modalities may differ in width (raw encoder features: 192 vs 512); the pooled
+    # vector is their concatenation either way.
     vk = _check_keys(voice_video, v.shape[0], "voice_video")
     fk = _check_keys(face_video, f.shape[0], "face_video")
 

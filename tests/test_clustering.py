@@ -69,13 +69,18 @@ def test_pooling_integer_keys_and_matches_loop() -> None:
 
 
 def test_pooling_rejects_bad_input() -> None:
-    v, f = np.ones((2, 3)), np.ones((2, 4))
-    with pytest.raises(ValueError):
-        dual_modality_pooling(v, ["a", "b"], f, ["a", "b"])  # dimension mismatch
+    v = np.ones((2, 3))
     with pytest.raises(ValueError):
         dual_modality_pooling(v, ["a"], np.ones((2, 3)), ["a", "b"])  # key count mismatch
     with pytest.raises(ValueError):
         dual_modality_pooling(np.full((2, 3), np.nan), ["a", "b"], np.ones((2, 3)), ["a", "b"])
+
+
+def test_pooling_modalities_of_different_width() -> None:
+    """Raw encoder features differ in width (voice 192, face 512); pooling concatenates them."""
+    keys, pooled = dual_modality_pooling(np.ones((2, 3)), ["a", "b"], np.ones((2, 4)), ["a", "b"])
+    assert pooled.shape == (2, 7)
+    np.testing.assert_allclose(pooled[0], np.r_[np.full(3, 3 ** -0.5), np.full(4, 0.5)], rtol=1e-6)
 
 
 def test_pooling_no_common_video_gives_empty() -> None:

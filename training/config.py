@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "schedule": {"steps_per_round": 250, "max_rounds": 40, "patience": 10},
     "clustering": {
         "start_fraction": 0.5, "factor": 0.8, "patience": 2, "min_fraction": 0.02, "fixed": False, "niter": 20,
+        "space": "learned",
     },
     "loss": {
         "fvc": "infonce", "ms_alpha": 2.0, "ms_beta": 50.0, "ms_base": 1.0, "fvm": True, "fvm_weight": 1.0,

@@ -158,8 +158,13 @@ class Trainer:
             return self.identity, {"clusters": int(self.identity.max()) + 1}
         self.model.eval()
         idx = self.index
-        v_emb = embed_items(self.model, self.voice, idx.voice_video_items, "voice").numpy()
-        f_emb = embed_items(self.model, self.face, idx.face_video_items, "face").numpy()
+        space = self.cfg["clustering"].get("space", "learned")
+        if space == "input":  # the frozen encoders' features, as the pseudo-labels of round 0 see them
+            v_emb = np.asarray(self.voice.globals(idx.voice_video_items), dtype=np.float32)
+            f_emb = np.asarray(self.face.globals(idx.face_video_items), dtype=np.float32)
+        else:
+            v_emb = embed_items(self.model, self.voice, idx.voice_video_items, "voice").numpy()
+            f_emb = embed_items(self.model, self.face, idx.face_video_items, "face").numpy()
         keys, pooled = dual_modality_pooling(v_emb, idx.voice_video, f_emb, idx.face_video)
         k = self.schedule.current()
         result = kmeans(pooled, k, niter=self.cfg["clustering"].get("niter", 20), seed=self.cfg["seed"] * 1000 + rnd)
