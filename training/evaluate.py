@@ -160,7 +160,7 @@ def oracle_scorer(data_dir: Path, voice, face):
         return oracle_scores(world, voice.ids[v], face.ids[f])
 
     def retrieval(v, f):
-        return np.stack([oracle_scores(world, np.repeat(voice.ids[i], len(f)), face.ids[f]) for i in v])
+        return oracle_scores(world, voice.ids[v], face.ids[f], matrix=True)
 
     return pairs, retrieval
 
