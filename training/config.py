@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import yaml
 
@@ -52,8 +52,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), yaml.safe_load(raw)
 
 
-def load_config(path_or_name: str | Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
-    """Read a config (a path, or a name under training/configs/) and apply overrides."""
+def read_config_file(path_or_name: str | Path) -> dict[str, Any]:
+    """One YAML config as a mapping: a path, or a name under training/configs/."""
     path = Path(path_or_name)
     if not path.exists() and (CONFIG_DIR / f"{path_or_name}.yaml").exists():
         path = CONFIG_DIR / f"{path_or_name}.yaml"
@@ -62,7 +62,21 @@ def load_config(path_or_name: str | Path, overrides: Iterable[str] = ()) -> dict
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config must be a mapping")
-    cfg = _merge(DEFAULTS, data)
+    return data
+
+
+def load_config(path_or_name: str | Path | Sequence[str | Path], overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """Read a config and apply overrides.
+
+    Several configs merge left to right, so a partial one can resize another:
+    ``load_config(["faa", "small"])`` is FAA sized for the ``small`` world.
+    """
+    names = [path_or_name] if isinstance(path_or_name, (str, Path)) else list(path_or_name)
+    if not names:
+        raise ValueError("no config given")
+    cfg = copy.deepcopy(DEFAULTS)
+    for name in names:
+        cfg = _merge(cfg, read_config_file(name))
     for item in overrides:
         keys, value = parse_override(item)
         node = cfg

@@ -1,4 +1,4 @@
-"""``python -m training.train --config training/configs/faa.yaml --data DIR --out RUN [key=value ...]``."""
+"""``python -m training.train --config faa [--config small] --data DIR --out RUN [key=value ...]``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from .config import load_config
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.train", description="train FAA or a baseline")
-    p.add_argument("--config", required=True, help="YAML path or a name in training/configs/ (faa, sl, ...)")
+    p.add_argument(
+        "--config", required=True, action="append",
+        help="YAML path or a name in training/configs/ (faa, sl, ...); repeat to merge, e.g. --config faa --config small",
+    )
     p.add_argument("--data", required=True, help="feature store or synthetic world folder")
     p.add_argument("--out", required=True, help="run folder (resumes if it holds state.pt)")
     p.add_argument("--no-progress", action="store_true")

@@ -308,12 +308,17 @@ class Trainer:
             if self.state["bad_rounds"] >= sched["patience"]:
                 self.state["done"] = True
             self._save_state()
+        if not (self.run / "best").is_dir():  # max_rounds=0: the untrained model is the result
+            val = self.validate()
+            self.state["best"] = val["val_auc"]
+            self._save_best(val)
         summary = {"best_val_auc": self.state["best"], "best_round": self.state["best_round"],
                    "rounds": self.state["round"], "steps": self.state["step"]}
         (self.run / "summary.json").write_text(json.dumps(summary, indent=2))
         from .plots import plot_training
 
-        plot_training(self.run / "metrics.jsonl", self.run / "plots")
+        if (self.run / "metrics.jsonl").is_file():
+            plot_training(self.run / "metrics.jsonl", self.run / "plots")
         return summary
 
     def _save_best(self, val: dict[str, float]) -> None:

@@ -1,0 +1,232 @@
+"""``python -m training.experiments --spec small --out DIR``: the experiment table in one command.
+
+Builds the spec's synthetic world (once), trains every method with every
+seed, evaluates each on the world's own test lists with the scorings the spec
+names, measures where the match head's attention goes, and prints mean ± std
+per task next to the oracle. Everything lands under ``DIR`` and a second run
+reuses what is finished (training resumes, finished evaluations are read back),
+so the command can be interrupted and started again.
+
+The spec (``training/configs/experiments/<name>.yaml``) is data: the world,
+the seeds, a size config merged after each method's config, and the methods
+(config, overrides, scorings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .config import CONFIG_DIR, load_config
+
+# Columns of the table: (title, lists averaged into it). Lists missing from a report are skipped.
+COLUMNS = (
+    ("verif. AUC", ("verify_v2f_test", "verify_f2v_test")),
+    ("verif. AUC (G)", ("verify_g_v2f_test", "verify_g_f2v_test")),
+    ("1:2 match", ("match_v2f_2_val", "match_f2v_2_val")),
+    ("1:2 match (G)", ("match_g_v2f_2_val", "match_g_f2v_2_val")),
+    ("retrieval mAP", ("reterival_v2f_test", "reterival_f2v_test")),
+)
+ATTENTION_LIST = "verify_v2f_test"
+
+
+def read_spec(name_or_path: str) -> dict[str, Any]:
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = CONFIG_DIR / "experiments" / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"experiment spec not found: {name_or_path}")
+    spec = yaml.safe_load(path.read_text())
+    for key in ("world", "seeds", "methods"):
+        if key not in spec:
+            raise ValueError(f"{path}: the spec needs '{key}'")
+    names = [m["name"] for m in spec["methods"]]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: method names must be unique")
+    return spec
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+
+
+def method_config(spec: dict[str, Any], method: dict[str, Any], seed: int) -> dict[str, Any]:
+    configs = [method["config"]] + ([spec["scale"]] if spec.get("scale") else [])
+    return load_config(configs, list(method.get("overrides", [])) + [f"seed={seed}"])
+
+
+def _job(args: tuple) -> dict[str, Any]:
+    """Train one (method, seed), evaluate it, measure attention; runs in a worker process."""
+    spec, method, seed, world, run, threads = args
+    import torch
+
+    torch.set_num_threads(threads)
+    from faa_core.checkpoint import load_checkpoint
+
+    from .attention import attention_mass
+    from .data import open_features
+    from .evaluate import evaluate, find_protocol
+    from .trainer import Trainer
+
+    run = Path(run)
+    result_path = run / "result.json"
+    if result_path.is_file():
+        return json.loads(result_path.read_text())
+    t0 = time.perf_counter()
+    cfg = method_config(spec, method, seed)
+    summary = Trainer(cfg, world, run, progress=False).train()
+    train_s = time.perf_counter() - t0
+    result: dict[str, Any] = {"method": method["name"], "seed": seed, "summary": summary, "train_s": round(train_s, 1)}
+    for scoring in method.get("scoring", ["cosine"]):
+        report = evaluate(str(run / "best"), world, run / f"eval_{scoring}", scoring=scoring, with_oracle=False)
+        result[scoring] = {name: e["value"] for name, e in report["lists"].items()}
+    model, _ = load_checkpoint(run / "best")
+    uses_fusion = "fusion" in method.get("scoring", []) and (model.config.face_token_dim or model.config.voice_token_dim)
+    if uses_fusion:
+        src = open_features(world)
+        proto = find_protocol(Path(world), None, None)
+        vl = proto.verification[ATTENTION_LIST]
+        v, f = src["voice"].index([str(i) for i in vl.voices]), src["face"].index([str(i) for i in vl.faces])
+        result["attention"] = attention_mass(model, world, src["voice"], src["face"], v, f)
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    tmp = result_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, result_path)
+    return result
+
+
+def ensure_world(spec: dict[str, Any], out: Path) -> Path:
+    from .synth import build_world
+
+    w = spec["world"]
+    folder = out / f"world_{w['preset']}_{w.get('seed', 0)}"
+    if not (folder / "world.json").is_file():
+        build_world(w["preset"], int(w.get("seed", 0)), folder, overwrite=True)
+    return folder
+
+
+def oracle_values(world: Path, out: Path) -> dict[str, float]:
+    path = out / "oracle.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    from .data import open_features
+    from .evaluate import evaluate_protocol, find_protocol, oracle_scorer
+
+    src = open_features(world)
+    pairs, retrieval = oracle_scorer(world, src["voice"], src["face"])
+    lists = evaluate_protocol(find_protocol(world, None, None), src["voice"], src["face"], pairs, retrieval)
+    values = {name: e["value"] for name, e in lists.items()}
+    path.write_text(json.dumps(values, indent=2))
+    return values
+
+
+def _column(values: dict[str, float], lists: tuple[str, ...]) -> float | None:
+    got = [values[n] for n in lists if n in values]
+    return float(np.mean(got)) if got else None
+
+
+def summarise(results: list[dict[str, Any]], oracle: dict[str, float], spec: dict[str, Any]) -> dict[str, Any]:
+    """Rows of the table: per (method, scoring), mean and std over seeds of each column."""
+    rows = []
+    for method in spec["methods"]:
+        mine = [r for r in results if r["method"] == method["name"]]
+        for scoring in method.get("scoring", ["cosine"]):
+            row: dict[str, Any] = {"method": method["name"], "scoring": scoring, "seeds": len(mine), "columns": {}}
+            for title, lists in COLUMNS:
+                vals = [v for v in (_column(r[scoring], lists) for r in mine) if v is not None]
+                if vals:
+                    row["columns"][title] = (float(np.mean(vals)), float(np.std(vals)))
+            if scoring == "fusion" and all("attention" in r for r in mine) and mine:
+                for key in ("face_mass", "voice_mass"):
+                    vals = [r["attention"][key] for r in mine if key in r["attention"]]
+                    if vals:
+                        row[key] = (float(np.mean(vals)), float(np.std(vals)))
+                row["face_share"] = mine[0]["attention"].get("face_share")
+                row["voice_share"] = mine[0]["attention"].get("voice_share")
+            row["train_s"] = float(np.mean([r["train_s"] for r in mine]))
+            rows.append(row)
+    oracle_row = {title: _column(oracle, lists) for title, lists in COLUMNS}
+    return {"rows": rows, "oracle": oracle_row}
+
+
+def format_table(table: dict[str, Any]) -> str:
+    titles = [t for t, _ in COLUMNS if any(t in r["columns"] for r in table["rows"])]
+    head = ["method", "scoring", *titles, "face attn (share)", "voiced attn (share)", "train s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def pm(x):
+        return f"{x[0]:.3f} ± {x[1]:.3f}" if x else ""
+
+    def attn(row, key):
+        if key + "_mass" not in row:
+            return ""
+        return f"{pm(row[key + '_mass'])} ({row[key + '_share']:.2f})"
+
+    for r in table["rows"]:
+        cells = [r["method"], r["scoring"], *[pm(r["columns"].get(t)) for t in titles],
+                 attn(r, "face"), attn(r, "voice"), f"{r['train_s']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    o = table["oracle"]
+    lines.append("| oracle | true traits | " + " | ".join("" if o.get(t) is None else f"{o[t]:.3f}" for t in titles)
+                 + " |  |  |  |")
+    return "\n".join(lines)
+
+
+def run_table(spec_name: str, out: str | Path, jobs: int = 2, seeds: list[int] | None = None,
+              methods: list[str] | None = None) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    spec = read_spec(spec_name)
+    if seeds:
+        spec["seeds"] = seeds
+    if methods:
+        unknown = set(methods) - {m["name"] for m in spec["methods"]}
+        if unknown:
+            raise ValueError(f"unknown methods {sorted(unknown)}")
+        spec["methods"] = [m for m in spec["methods"] if m["name"] in methods]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    world = ensure_world(spec, out)
+    oracle = oracle_values(world, out)
+    jobs = max(1, int(jobs))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    tasks = [(spec, m, s, str(world), str(out / "runs" / f"{slug(m['name'])}_seed{s}"), threads)
+             for m in spec["methods"] for s in spec["seeds"]]
+    results = []
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        for res in pool.map(_job, tasks):
+            print(f"{res['method']} seed {res['seed']}: {res['seconds']:.0f} s", flush=True)
+            results.append(res)
+    table = summarise(results, oracle, spec)
+    table["seconds"] = round(time.perf_counter() - t0, 1)
+    table["spec"] = spec
+    (out / "table.json").write_text(json.dumps({"table": table, "results": results}, indent=2))
+    text = format_table(table)
+    (out / "table.md").write_text(text + "\n")
+    return table
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.experiments", description=__doc__.split("\n\n")[0])
+    p.add_argument("--spec", default="small", help="a name in training/configs/experiments/ or a YAML path")
+    p.add_argument("--out", required=True)
+    p.add_argument("--jobs", type=int, default=2, help="runs in parallel (torch threads are split between them)")
+    p.add_argument("--seeds", type=int, nargs="*", help="override the spec's seeds")
+    p.add_argument("--methods", nargs="*", help="only these methods (names as in the spec)")
+    args = p.parse_args(argv)
+    table = run_table(args.spec, args.out, args.jobs, args.seeds, args.methods)
+    print(format_table(table))
+    print(f"\n{len(table['rows'])} rows, {len(table['spec']['seeds'])} seeds, {table['seconds']:.0f} s in all")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
