@@ -138,11 +138,7 @@ class ModelScorer:
         q_items = np.repeat(queries, k)
         g_items = gallery[top.reshape(-1)]
         v_items, f_items = (g_items, q_items) if faces_are_queries else (q_items, g_items)
-        uv, vi = np.unique(v_items, return_inverse=True)
-        uf, fi = np.unique(f_items, return_inverse=True)
-        ve = embed_items(self.model, self.voice, uv, "voice")[torch.from_numpy(vi)]
-        fe = embed_items(self.model, self.face, uf, "face")[torch.from_numpy(fi)]
-        prob = fusion_probabilities(self.model, self.voice, self.face, v_items, f_items, ve, fe)
+        prob = fusion_probabilities(self.model, self.voice, self.face, v_items, f_items)
         out = sim.astype(np.float32, copy=True)
         np.put_along_axis(out, top, 2.0 + prob.reshape(-1, k), axis=1)
         return out

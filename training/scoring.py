@@ -1,8 +1,8 @@
 """Scoring voice-face pairs with a trained model: cosine, fusion or both combined.
 
 Used by validation during training and by the evaluation reports. Each
-distinct item is embedded once; the multimodal encoder then runs over the
-pairs in batches, gathering the tokens it needs.
+distinct item is embedded once, and the multimodal encoder's one-sided work
+is done once per item; only the pair-dependent rest runs per pair.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from faa_core.model import FAAModel
+from faa_core.model.pair_scoring import VoiceSide, encode_faces, encode_voices, match_logits
 
 SCORINGS = ("fusion", "cosine", "combined")
 
@@ -36,6 +37,22 @@ def _tokens(source: Any, items: np.ndarray, use: bool, device) -> tuple[torch.Te
     return torch.from_numpy(np.asarray(tok, dtype=np.float32)).to(device), torch.from_numpy(np.asarray(mask)).to(device)
 
 
+def _voice_sides(model: FAAModel, source: Any, items: np.ndarray, chunk: int) -> VoiceSide:
+    """Voice-only encoder work for every distinct voice, padded to one length."""
+    cfg, enc = model.config, model.fusion
+    device = next(model.parameters()).device
+    parts = []
+    for s in range(0, len(items), chunk):
+        it = items[s : s + chunk]
+        vt, vm = _tokens(source, it, cfg.voice_token_dim > 0, device)
+        parts.append(encode_voices(enc, embed_items(model, source, it, "voice"), vt, vm))
+    t = max(p.x.shape[1] for p in parts)
+    x = torch.cat([torch.nn.functional.pad(p.x, (0, 0, 0, t - p.x.shape[1])) for p in parts])
+    if parts[0].mask is None:
+        return VoiceSide(x, None)
+    return VoiceSide(x, torch.cat([torch.nn.functional.pad(p.mask, (0, t - p.mask.shape[1])) for p in parts]))
+
+
 @torch.inference_mode()
 def fusion_probabilities(
     model: FAAModel,
@@ -43,20 +60,40 @@ def fusion_probabilities(
     face_src: Any,
     voice_items: np.ndarray,
     face_items: np.ndarray,
-    voice_emb: torch.Tensor,
-    face_emb: torch.Tensor,
-    batch: int = 512,
+    batch: int = 1024,
+    chunk: int = 1024,
 ) -> np.ndarray:
-    """P(same person) of pairs (voice_items[k], face_items[k]); embeddings indexed by pair."""
-    cfg = model.config
+    """P(same person) of pairs (voice_items[k], face_items[k]).
+
+    The one-sided work (token projections, the first layer's voice
+    self-attention, the face keys and values) runs once per distinct item
+    (``faa_core.model.pair_scoring``); faces are taken ``chunk`` distinct
+    faces at a time so memory stays bounded on lists of any size.
+    """
+    model.eval()
+    cfg, enc = model.config, model.fusion
     device = next(model.parameters()).device
+    voice_items, face_items = np.asarray(voice_items), np.asarray(face_items)
     out = np.empty(len(voice_items), dtype=np.float32)
-    for s in range(0, len(voice_items), batch):
-        sl = slice(s, s + batch)
-        vt, vm = _tokens(voice_src, voice_items[sl], cfg.voice_token_dim > 0, device)
-        ft, _ = _tokens(face_src, face_items[sl], cfg.face_token_dim > 0, device)
-        logits = model.match(None, None, vt, ft, vm, voice_emb=voice_emb[sl], face_emb=face_emb[sl]).logits
-        out[sl] = FAAModel.match_probability(logits).cpu().numpy()
+    if len(voice_items) == 0:
+        return out
+    uv, vi = np.unique(voice_items, return_inverse=True)
+    uf, fi = np.unique(face_items, return_inverse=True)
+    voices = _voice_sides(model, voice_src, uv, chunk)
+    order = np.argsort(fi, kind="stable")
+    sorted_fi = fi[order]
+    for c in range(0, len(uf), chunk):
+        it = uf[c : c + chunk]
+        ft, _ = _tokens(face_src, it, cfg.face_token_dim > 0, device)
+        faces = encode_faces(enc, embed_items(model, face_src, it, "face"), ft)
+        lo, hi = np.searchsorted(sorted_fi, [c, c + len(it)])
+        rows = order[lo:hi]
+        for s in range(0, len(rows), batch):
+            r = rows[s : s + batch]
+            logits = match_logits(
+                enc, voices.take(torch.from_numpy(vi[r]).to(device)), faces.take(torch.from_numpy(fi[r] - c).to(device))
+            )
+            out[r] = FAAModel.match_probability(logits).cpu().numpy()
     return out
 
 
@@ -86,9 +123,7 @@ def score_pairs(
     cos01 = ((v_emb[v_inv_t] * f_emb[f_inv_t]).sum(-1).float().cpu().numpy() + 1.0) / 2.0
     if scoring == "cosine":
         return cos01
-    prob = fusion_probabilities(
-        model, voice_src, face_src, voice_items, face_items, v_emb[v_inv_t], f_emb[f_inv_t]
-    )
+    prob = fusion_probabilities(model, voice_src, face_src, voice_items, face_items)
     return prob if scoring == "fusion" else (prob + cos01) / 2.0
 
 
