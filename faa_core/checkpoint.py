@@ -112,8 +112,21 @@ def model_card_markdown(card: dict[str, Any]) -> str:
     for side, enc in card.get("encoders", {}).items():
         lines.append(f"- **{side}**: {enc.get('name')}, weights {enc.get('weights')}")
     lines += ["", "## Model config", "", "```json", json.dumps(card.get("model_config", {}), indent=2), "```", ""]
-    if card.get("evaluation"):
-        lines += ["## Evaluation", "", "```json", json.dumps(card["evaluation"], indent=2), "```", ""]
+    evaluation = dict(card.get("evaluation") or {})
+    test = evaluation.pop("test", None)
+    if isinstance(test, dict) and isinstance(test.get("lists"), dict):
+        oracle = test.get("oracle", {})
+        lines += [f"## Evaluation: {test.get('protocol')} ({test.get('scoring')} scoring)", "",
+                  "| list | metric | value |" + (" oracle |" if oracle else ""),
+                  "|---|---|---|" + ("---|" if oracle else "")]
+        for name, e in test["lists"].items():
+            o = f" {oracle[name]:.4f} |" if name in oracle else (" |" if oracle else "")
+            lines.append(f"| {name} | {e.get('metric')} | {float(e.get('value', float('nan'))):.4f} |{o}")
+        lines.append("")
+    if evaluation:
+        lines += ["## Evaluation details", "", "```json", json.dumps(evaluation, indent=2), "```", ""]
+    if card.get("notes"):  # free text from whoever published the checkpoint (markdown)
+        lines += [str(card["notes"]).rstrip(), ""]
     lines.append(f"Format {card.get('format')} v{card.get('format_version')}, faa_core {card.get('faa_core_version')}.")
     return "\n".join(lines) + "\n"
 

@@ -119,3 +119,21 @@ def test_evaluate_report_and_dumps(tiny_world, tmp_path):
     assert npz["scores"].shape == (len(npz["query_identities"]), len(npz["gallery_identities"]))
     # the oracle is the ceiling: far above chance on verification
     assert report["oracle"]["lists"]["verify_v2f_test"]["value"] > 0.8
+
+
+def test_publish_puts_the_test_evaluation_and_notes_in_the_card(tiny_world, tmp_path):
+    from faa_core.checkpoint import README_FILE, load_checkpoint
+    from training.publish import publish
+
+    train(tiny_world, tmp_path / "run", rounds=1)
+    report = evaluate(str(tmp_path / "run" / "best"), tiny_world, tmp_path / "eval")
+    out = publish(tmp_path / "run", tmp_path / "eval" / "report.json", tmp_path / "pub", notes="## How to train\nrun it")
+    model, card = load_checkpoint(out)
+    test = card["evaluation"]["test"]
+    assert test["scoring"] == "fusion" and set(test["lists"]) == set(report["lists"])
+    name = "verify_v2f_test"
+    assert test["lists"][name]["value"] == pytest.approx(report["lists"][name]["value"], abs=1e-4)
+    assert test["oracle"][name] == pytest.approx(report["oracle"]["lists"][name]["value"], abs=1e-4)
+    assert "validation" in card["evaluation"]  # what training recorded is kept
+    readme = (out / README_FILE).read_text()
+    assert f"| {name} | auc |" in readme and "## How to train" in readme and "synthetic features" in readme
