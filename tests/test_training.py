@@ -137,3 +137,23 @@ def test_publish_puts_the_test_evaluation_and_notes_in_the_card(tiny_world, tmp_
     assert "validation" in card["evaluation"]  # what training recorded is kept
     readme = (out / README_FILE).read_text()
     assert f"| {name} | auc |" in readme and "## How to train" in readme and "synthetic features" in readme
+
+
+def test_prefetched_scoring_equals_list_by_list(tiny_world, tmp_path):
+    from faa_core.checkpoint import load_checkpoint
+    from training.data import open_features
+    from training.evaluate import ModelScorer, evaluate_protocol, find_protocol
+
+    train(tiny_world, tmp_path / "run", rounds=1)
+    model, _ = load_checkpoint(tmp_path / "run" / "best")
+    src = open_features(tiny_world)
+    proto = find_protocol(tiny_world, None, None)
+    results = []
+    for prefetch in (False, True):
+        scorer = ModelScorer(model, src["voice"], src["face"], "combined", rerank_k=3)
+        if prefetch:
+            scorer.prefetch_protocol(proto)
+            assert len(scorer._keys) > 0
+        results.append(evaluate_protocol(proto, src["voice"], src["face"], scorer.pairs, scorer.retrieval, scorer.rerank))
+    for name, entry in results[0].items():
+        assert results[1][name]["value"] == pytest.approx(entry["value"], abs=1e-5), name

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -60,18 +61,23 @@ def evaluate_protocol(
     rerank: Optional[Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = None,
     dump_dir: Optional[Path] = None,
     curves: Optional[dict[str, Any]] = None,
+    log: Optional[Callable[[str], None]] = None,
 ) -> dict[str, Any]:
     """Metrics of every list; ``score`` gives pair scores, ``retrieval_sim`` a voice x face matrix."""
     lists: dict[str, Any] = {}
     for name, vl in sorted(protocol.verification.items()):
+        t0 = time.perf_counter()
         v, f = _items(voice, vl.voices), _items(face, vl.faces)
         s = score(v, f)
-        lists[name] = {"task": "verification", "metric": "auc", "value": verification_auc(s, vl.labels), "trials": len(vl)}
+        lists[name] = {"task": "verification", "metric": "auc", "value": verification_auc(s, vl.labels), "trials": len(vl),
+                       "seconds": round(time.perf_counter() - t0, 2)}
+        _log(log, name, lists[name])
         if curves is not None:
             curves[name] = (s, np.asarray(vl.labels))
         if dump_dir is not None:
             _write_csv(dump_dir / f"{name}.csv", ["voice", "face", "label", "score"], [vl.voices, vl.faces, vl.labels, s])
     for name, ml in sorted(protocol.matching.items()):
+        t0 = time.perf_counter()
         if ml.voices_are_queries:
             q = _items(voice, ml.queries)
             sp, sn = score(q, _items(face, ml.positives)), score(q, _items(face, ml.negatives))
@@ -82,11 +88,13 @@ def evaluate_protocol(
             header = ["face", "voice_pos", "voice_neg", "score_pos", "score_neg"]
         lists[name] = {
             "task": "matching", "direction": ml.direction, "metric": "accuracy",
-            "value": matching_accuracy(sp, sn), "trials": len(ml),
+            "value": matching_accuracy(sp, sn), "trials": len(ml), "seconds": round(time.perf_counter() - t0, 2),
         }
+        _log(log, name, lists[name])
         if dump_dir is not None:
             _write_csv(dump_dir / f"{name}.csv", header, [ml.queries, ml.positives, ml.negatives, sp, sn])
     for name, rl in sorted(protocol.retrieval.items()):
+        t0 = time.perf_counter()
         v, f = _items(voice, rl.voices), _items(face, rl.faces)
         sim = retrieval_sim(v, f)
         entry: dict[str, Any] = {"task": "retrieval", "metric": "map", "voices": len(v), "faces": len(f)}
@@ -109,36 +117,130 @@ def evaluate_protocol(
                     query_identities=np.asarray(q_ids), gallery_identities=np.asarray(g_ids),
                 )
         entry["value"] = float(np.mean([entry[d] for d in directions]))
+        entry["seconds"] = round(time.perf_counter() - t0, 2)
         lists[name] = entry
+        _log(log, name, entry)
     return lists
 
 
+def _log(log: Optional[Callable[[str], None]], name: str, entry: dict[str, Any]) -> None:
+    if log is not None:
+        log(f"{name}: {entry['metric']} {entry['value']:.4f} ({entry['seconds']:.1f} s)")
+
+
 class ModelScorer:
-    """Pair scores, retrieval matrices and top-k re-ranking from one checkpoint."""
+    """Pair scores, retrieval matrices and top-k re-ranking from one checkpoint.
+
+    :meth:`prefetch` scores every pair a protocol will ask for in one pass,
+    so each distinct voice and face goes through the encoder's one-sided work
+    once for the whole protocol instead of once per list.
+    """
 
     def __init__(self, model, voice, face, scoring: str, rerank_k: int) -> None:
         self.model, self.voice, self.face, self.scoring, self.k = model, voice, face, scoring, rerank_k
+        self._keys = np.zeros(0, dtype=np.int64)  # sorted pair keys (voice * n_faces + face) ...
+        self._probs = np.zeros(0, dtype=np.float32)  # ... and their fusion probabilities
+        self._sims: dict[tuple[bytes, bytes], np.ndarray] = {}
+        self._tops: dict[tuple, np.ndarray] = {}
+
+    @property
+    def uses_fusion(self) -> bool:
+        return self.scoring != "cosine"
+
+    def _pair_keys(self, v: np.ndarray, f: np.ndarray) -> np.ndarray:
+        return np.asarray(v, dtype=np.int64) * len(self.face.ids) + np.asarray(f, dtype=np.int64)
+
+    def _fusion(self, v: np.ndarray, f: np.ndarray) -> np.ndarray:
+        """Fusion probabilities, from the prefetched ones where possible."""
+        keys = self._pair_keys(v, f)
+        pos = np.minimum(np.searchsorted(self._keys, keys), max(len(self._keys) - 1, 0))
+        hit = (self._keys[pos] == keys) if len(self._keys) else np.zeros(len(keys), dtype=bool)
+        out = np.empty(len(keys), dtype=np.float32)
+        out[hit] = self._probs[pos[hit]]
+        if not hit.all():
+            miss = ~hit
+            out[miss] = fusion_probabilities(self.model, self.voice, self.face, np.asarray(v)[miss], np.asarray(f)[miss])
+        return out
+
+    def prefetch(self, v: np.ndarray, f: np.ndarray) -> None:
+        """Score these pairs now, all in one pass, and keep the probabilities."""
+        if not self.uses_fusion or len(v) == 0:
+            return
+        keys = np.unique(np.concatenate([self._keys, self._pair_keys(v, f)]))
+        new = keys[~np.isin(keys, self._keys)]
+        n = len(self.face.ids)
+        probs = fusion_probabilities(self.model, self.voice, self.face, new // n, new % n)
+        all_keys = np.concatenate([self._keys, new])
+        order = np.argsort(all_keys, kind="stable")
+        self._keys, self._probs = all_keys[order], np.concatenate([self._probs, probs])[order]
+
+    def prefetch_protocol(self, protocol: Protocol) -> None:
+        """Every pair of every list, and the retrieval candidates to re-rank, in one pass."""
+        if not self.uses_fusion:
+            return
+        vs, fs = [], []
+        for vl in protocol.verification.values():
+            vs.append(_items(self.voice, vl.voices))
+            fs.append(_items(self.face, vl.faces))
+        for ml in protocol.matching.values():
+            if ml.voices_are_queries:
+                q = _items(self.voice, ml.queries)
+                vs += [q, q]
+                fs += [_items(self.face, ml.positives), _items(self.face, ml.negatives)]
+            else:
+                q = _items(self.face, ml.queries)
+                vs += [_items(self.voice, ml.positives), _items(self.voice, ml.negatives)]
+                fs += [q, q]
+        for name, rl in protocol.retrieval.items():
+            v, f = _items(self.voice, rl.voices), _items(self.face, rl.faces)
+            sim = self.retrieval(v, f)
+            for d in [d for d in ("v2f", "f2v") if d in name] or ["v2f", "f2v"]:
+                mat = sim if d == "v2f" else sim.T
+                top = self._top(mat)
+                q_items = np.repeat(v if d == "v2f" else f, top.shape[1])
+                g_items = (f if d == "v2f" else v)[top.reshape(-1)]
+                vs.append(q_items if d == "v2f" else g_items)
+                fs.append(g_items if d == "v2f" else q_items)
+        if vs:
+            self.prefetch(np.concatenate(vs), np.concatenate(fs))
 
     def pairs(self, v: np.ndarray, f: np.ndarray) -> np.ndarray:
-        return score_pairs(self.model, self.voice, self.face, v, f, self.scoring)
+        cos01 = score_pairs(self.model, self.voice, self.face, v, f, "cosine")
+        if self.scoring == "cosine":
+            return cos01
+        prob = self._fusion(v, f)
+        return prob if self.scoring == "fusion" else (prob + cos01) / 2.0
 
     @torch.inference_mode()
     def retrieval(self, v: np.ndarray, f: np.ndarray) -> np.ndarray:
-        ve = embed_items(self.model, self.voice, v, "voice")
-        fe = embed_items(self.model, self.face, f, "face")
-        return (ve @ fe.T).float().numpy()
+        key = (np.asarray(v).tobytes(), np.asarray(f).tobytes())
+        if key not in self._sims:
+            ve = embed_items(self.model, self.voice, v, "voice")
+            fe = embed_items(self.model, self.face, f, "face")
+            self._sims = {key: (ve @ fe.T).float().numpy()}  # keep one matrix: they are large
+            self._tops = {}
+        return self._sims[key]
+
+    def _top(self, sim: np.ndarray) -> np.ndarray:
+        """Each row's top-k columns by cosine (torch.topk: no full-size index array)."""
+        k = min(self.k, sim.shape[1])
+        # the same matrix (or its transpose) comes back for each direction: key on its memory layout
+        cache_key = (sim.__array_interface__["data"][0], sim.shape, sim.strides, k)
+        if cache_key not in self._tops:
+            self._tops[cache_key] = torch.topk(torch.from_numpy(np.ascontiguousarray(sim)), k, dim=1).indices.numpy()
+        return self._tops[cache_key]
 
     @torch.inference_mode()
     def rerank(self, sim: np.ndarray, queries: np.ndarray, gallery: np.ndarray, faces_are_queries: bool = False) -> np.ndarray:
         """Move each query's top-k (by cosine) above the rest, ordered by the match head."""
         k = min(self.k, sim.shape[1])
-        if k <= 0 or self.scoring == "cosine":
+        if k <= 0 or not self.uses_fusion:
             return sim
-        top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        top = self._top(sim)
         q_items = np.repeat(queries, k)
         g_items = gallery[top.reshape(-1)]
         v_items, f_items = (g_items, q_items) if faces_are_queries else (q_items, g_items)
-        prob = fusion_probabilities(self.model, self.voice, self.face, v_items, f_items)
+        prob = self._fusion(v_items, f_items)
         out = sim.astype(np.float32, copy=True)
         np.put_along_axis(out, top, 2.0 + prob.reshape(-1, k), axis=1)
         return out
@@ -197,8 +299,9 @@ def plot_roc(curves: dict[str, Any], path: Path) -> None:
 def evaluate(
     checkpoint: str, data_dir: str | Path, out: str | Path, protocol: Optional[str] = None,
     protocol_dir: Optional[str | Path] = None, scoring: str = "fusion", rerank_k: int = 10,
-    dump_scores: bool = False, with_oracle: bool = True,
+    dump_scores: bool = False, with_oracle: bool = True, log: Optional[Callable[[str], None]] = None,
 ) -> dict[str, Any]:
+    """Score every list of the protocol; ``log`` receives one line per finished list."""
     t0 = time.perf_counter()
     data_dir, out = Path(data_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -207,10 +310,14 @@ def evaluate(
     voice, face = src["voice"], src["face"]
     proto = find_protocol(data_dir, protocol, Path(protocol_dir) if protocol_dir else None)
     scorer = ModelScorer(model, voice, face, scoring, rerank_k)
+    t_pre = time.perf_counter()
+    scorer.prefetch_protocol(proto)
+    if log is not None and scorer.uses_fusion:
+        log(f"fusion: {len(scorer._keys)} distinct pairs scored in {time.perf_counter() - t_pre:.1f} s")
     curves: dict[str, Any] = {}
     lists = evaluate_protocol(
         proto, voice, face, scorer.pairs, scorer.retrieval, scorer.rerank,
-        dump_dir=out / "scores" if dump_scores else None, curves=curves,
+        dump_dir=out / "scores" if dump_scores else None, curves=curves, log=log,
     )
     report: dict[str, Any] = {
         "checkpoint": str(checkpoint), "data": str(data_dir), "protocol": proto.name,
@@ -219,7 +326,9 @@ def evaluate(
     }
     oracle = oracle_scorer(data_dir, voice, face) if with_oracle else None
     if oracle is not None:
-        report["oracle"] = {"lists": evaluate_protocol(proto, voice, face, oracle[0], oracle[1])}
+        if log is not None:
+            log("oracle:")
+        report["oracle"] = {"lists": evaluate_protocol(proto, voice, face, oracle[0], oracle[1], log=log)}
     report["seconds"] = round(time.perf_counter() - t0, 2)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     write_markdown(report, out / "report.md")
@@ -238,9 +347,11 @@ def main(argv=None) -> int:
     p.add_argument("--scoring", choices=["fusion", "cosine", "combined"], default="fusion")
     p.add_argument("--rerank-k", type=int, default=10, help="retrieval: re-rank each query's top-k with the match head")
     p.add_argument("--dump-scores", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = p.parse_args(argv)
+    log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     report = evaluate(args.checkpoint, args.data, args.out, args.protocol, args.protocol_dir,
-                      args.scoring, args.rerank_k, args.dump_scores)
+                      args.scoring, args.rerank_k, args.dump_scores, log=log)
     print((Path(args.out) / "report.md").read_text())
     return 0 if report else 1
 
