@@ -414,3 +414,23 @@ def test_multimodal_encoder_alone():
     with torch.no_grad():
         out = enc(ve, fe, torch.randn(2, 3, 1024), torch.randn(2, 64, 896), need_weights=True)
     assert out.logits.shape == (2, 2) and out.voice_attention.shape == (2, 3)
+
+
+def test_rows_give_the_same_logits_and_gradients_as_gathered_tokens():
+    """Tokens given once per item plus row indices == tokens gathered per pair."""
+    from faa_core.model import FAAConfig, FAAModel
+
+    torch.manual_seed(0)
+    model = FAAModel(FAAConfig(face_dim=12, voice_dim=10, face_token_dim=6, voice_token_dim=5, face_grid=(2, 2),
+                               d_model=16, n_heads=2, n_layers=2, proj_hidden=16, embed_dim=8, dropout=0.0,
+                               proj_dropout=0.0))
+    vt, ft = torch.randn(3, 4, 5), torch.randn(3, 4, 6)
+    vm = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)
+    ve, fe = torch.randn(7, 8), torch.randn(7, 8)
+    rv, rf = torch.tensor([0, 1, 2, 0, 1, 2, 2]), torch.tensor([2, 2, 1, 0, 0, 1, 0])
+    a = model.match(None, None, vt, ft, vm, voice_emb=ve, face_emb=fe, voice_rows=rv, face_rows=rf).logits
+    ga = torch.autograd.grad(a.sum(), model.fusion.face_tokens_in[0].weight)[0]
+    b = model.match(None, None, vt[rv], ft[rf], vm[rv], voice_emb=ve, face_emb=fe).logits
+    gb = torch.autograd.grad(b.sum(), model.fusion.face_tokens_in[0].weight)[0]
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(ga, gb)

@@ -234,15 +234,13 @@ class Trainer:
         vt, vm = self._tokens(self.voice, batch.voice_items, mc.voice_token_dim > 0)
         ft, _ = self._tokens(self.face, batch.face_items, mc.face_token_dim > 0)
 
-        def sel(t, i):
-            return None if t is None else t[i]
-
-        # voices: their positive face, a hard negative face; faces: a hard negative voice
+        # voices: their positive face, a hard negative face; faces: a hard negative voice.
+        # Tokens stay one per batch item; the encoder projects them once and gathers rows.
         rows_v = torch.cat([torch.arange(len(labels)), torch.nonzero(ok_f).squeeze(1), neg_v[ok_v]])
         rows_f = torch.cat([torch.arange(len(labels)), neg_f[ok_f], torch.nonzero(ok_v).squeeze(1)])
         logits = model.match(
-            None, None, sel(vt, rows_v), sel(ft, rows_f), sel(vm, rows_v),
-            voice_emb=v_emb[rows_v], face_emb=f_emb[rows_f],
+            None, None, vt, ft, vm, voice_emb=v_emb[rows_v], face_emb=f_emb[rows_f],
+            voice_rows=rows_v if vt is not None else None, face_rows=rows_f if ft is not None else None,
         ).logits
         n = len(labels)
         return fvm_loss(logits[:n], logits[n:])

@@ -45,11 +45,14 @@ class FAAModel(nn.Module):
         need_weights: bool = False,
         voice_emb: Optional[torch.Tensor] = None,
         face_emb: Optional[torch.Tensor] = None,
+        voice_rows: Optional[torch.Tensor] = None,
+        face_rows: Optional[torch.Tensor] = None,
     ) -> FusionOutput:
         """Score B voice-face pairs (row i with row i).
 
         Already computed aligned embeddings can be passed as ``voice_emb`` /
-        ``face_emb`` to skip the projection heads.
+        ``face_emb`` to skip the projection heads; ``voice_rows`` / ``face_rows``
+        let tokens be given once per item (see ``MultimodalEncoder.forward``).
         """
         if voice_emb is None:
             voice_emb = self.embed_voice(voice_global)
@@ -57,7 +60,7 @@ class FAAModel(nn.Module):
             face_emb = self.embed_face(face_global)
         if voice_emb.shape[0] != face_emb.shape[0]:
             raise ValueError(f"pair count differs: {voice_emb.shape[0]} voices, {face_emb.shape[0]} faces")
-        return self.fusion(voice_emb, face_emb, voice_tokens, face_tokens, voice_mask, need_weights)
+        return self.fusion(voice_emb, face_emb, voice_tokens, face_tokens, voice_mask, need_weights, voice_rows, face_rows)
 
     forward = match
 

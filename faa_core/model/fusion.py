@@ -121,7 +121,7 @@ class MultimodalEncoder(nn.Module):
         nn.init.normal_(self.voice_type, std=0.02)
         nn.init.normal_(self.face_pos, std=0.02)
 
-    def _voice_sequence(self, voice_emb, voice_tokens, voice_mask):
+    def _voice_sequence(self, voice_emb, voice_tokens, voice_mask, rows=None):
         b = voice_emb.shape[0]
         parts = [
             self.cls.expand(b, -1, -1) + self.voice_type[0],
@@ -132,21 +132,26 @@ class MultimodalEncoder(nn.Module):
             if voice_tokens is None:
                 raise ValueError("this model was built with voice tokens; pass voice_tokens")
             t = voice_tokens.shape[1]
-            frames = self.voice_tokens_in(voice_tokens) + self.voice_type[2]
+            frames = self.voice_tokens_in(voice_tokens)
+            if rows is not None:  # tokens given once per item, projected once, then gathered per pair
+                frames = frames.index_select(0, rows)  # (index_select: deterministic backward on CPU)
+                voice_mask = None if voice_mask is None else voice_mask[rows]
+            frames = frames + self.voice_type[2]
             parts.append(frames + sinusoid(t, frames.shape[-1], frames.device))
             if voice_mask is not None:
                 valid = voice_mask.bool()
                 mask = torch.cat([torch.ones(b, 2, dtype=torch.bool, device=valid.device), valid], dim=1)
         return torch.cat(parts, dim=1), mask
 
-    def _face_memory(self, face_emb, face_tokens):
+    def _face_memory(self, face_emb, face_tokens, rows=None):
         parts = [self.face_global_in(face_emb)[:, None]]
         if self.face_tokens_in is not None:
             if face_tokens is None:
                 raise ValueError("this model was built with face tokens; pass face_tokens")
             if face_tokens.shape[1] != self.cfg.face_tokens:
                 raise ValueError(f"expected {self.cfg.face_tokens} face tokens, got {face_tokens.shape[1]}")
-            parts.append(self.face_tokens_in(face_tokens))
+            projected = self.face_tokens_in(face_tokens)
+            parts.append(projected if rows is None else projected.index_select(0, rows))
         return self.face_norm(torch.cat(parts, dim=1) + self.face_pos)
 
     def forward(
@@ -157,9 +162,18 @@ class MultimodalEncoder(nn.Module):
         face_tokens: Optional[torch.Tensor] = None,
         voice_mask: Optional[torch.Tensor] = None,
         need_weights: bool = False,
+        voice_rows: Optional[torch.Tensor] = None,
+        face_rows: Optional[torch.Tensor] = None,
     ) -> FusionOutput:
-        x, mask = self._voice_sequence(voice_emb, voice_tokens, voice_mask)
-        face = self._face_memory(face_emb, face_tokens)
+        """Logits of B pairs (row i of the voice inputs with row i of the face inputs).
+
+        With ``voice_rows`` / ``face_rows`` (B indices) the tokens (and voice
+        mask) are given once per item and pair i uses item ``rows[i]``: the token
+        projections then run once per item, which training uses when the same
+        items appear in several pairs (positives and hard negatives).
+        """
+        x, mask = self._voice_sequence(voice_emb, voice_tokens, voice_mask, voice_rows)
+        face = self._face_memory(face_emb, face_tokens, face_rows)
         self_ws, cross_ws = [], []
         for layer in self.layers:
             x, sw, cw = layer(x, face, mask, need_weights)
