@@ -1,0 +1,222 @@
+"""Load test of the running Gradio demo: N concurrent gradio_client clients, bounded requests.
+
+Starts ``python app.py`` itself (and times the cold start: process start to
+first result) unless ``--url`` points at an app that is already running. Then
+it measures a single client's latency, and the latency and errors of
+``--clients`` clients sending ``--requests`` requests in total, as fast as
+each gets its answers. Every request is the same: a ``--seconds`` recording
+and ``--faces`` photos with one face each, uploaded each time as a browser
+would. Latency is the time until the result arrives; the output images (crops,
+chart, figure) are fetched only with ``--download``, since on a small machine
+the clients' own work competes with the server they measure. Prints a table,
+then one JSON line.
+
+    python benchmarks/app_load.py --clients 4 --requests 40 --weights random
+
+Target: 4 clients, 0 errors, p95 <= 3 x single-client p50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pipeline_latency import make_photos, make_speech  # noqa: E402  (same media as the pipeline benchmark)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+DOWNLOAD = False  # set by --download
+
+
+def make_client(url: str, downloads: Path):
+    """A client that does not fetch the output images unless --download (see the module doc)."""
+    from gradio_client import Client
+
+    return Client(url, verbose=False, analytics_enabled=False, httpx_kwargs={"timeout": 120},
+                  download_files=str(downloads) if DOWNLOAD else False)
+
+
+def one_request(client, voice: Path, photos: list[Path]) -> tuple[float, Optional[str]]:
+    """Seconds for one /match call, and an error text (None when the page shows a result)."""
+    from gradio_client import handle_file
+
+    t = time.perf_counter()
+    try:
+        out = client.predict(handle_file(str(voice)), [handle_file(str(p)) for p in photos], None, api_name="/match")
+        summary = out[-1]
+        error = None if summary.get("ok") and not summary.get("errors") else "; ".join(summary.get("errors", ["not ok"]))
+    except Exception as exc:  # counted as an error, the run goes on
+        error = f"{type(exc).__name__}: {exc}"
+    return time.perf_counter() - t, error
+
+
+def start_app(args: argparse.Namespace, log_path: Path) -> tuple[subprocess.Popen, str, float, Any]:
+    """Start app.py, wait until it answers, time the first result: (process, url, cold start s, client)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    cmd = [sys.executable, str(ROOT / "app.py"), "--checkpoint", args.checkpoint, "--weights", args.weights,
+           "--host", "127.0.0.1", "--port", str(port), "--concurrency", str(args.concurrency),
+           "--threads", str(args.threads)]
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+    client = None
+    while client is None:
+        if proc.poll() is not None:
+            raise SystemExit(f"app.py exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        if time.perf_counter() - t0 > args.start_timeout:
+            proc.kill()
+            raise SystemExit(f"app.py did not answer within {args.start_timeout} s:\n{log_path.read_text()[-3000:]}")
+        try:
+            client = make_client(url, args.work / "downloads")
+        except Exception:
+            time.sleep(0.2)
+    return proc, url, t0, client
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50_s": float("nan"), "p95_s": float("nan"), "max_s": float("nan")}
+    a = np.asarray(values)
+    return {"p50_s": float(np.percentile(a, 50)), "p95_s": float(np.percentile(a, 95)), "max_s": float(a.max())}
+
+
+def run_clients(url: str, n_clients: int, n_requests: int, voice: Path, photos: list[Path], work: Path) -> tuple[list[float], list[str], float]:
+    """``n_clients`` threads, each with its own client, share ``n_requests`` requests."""
+    clients = [make_client(url, work / f"downloads{i}") for i in range(n_clients)]
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    remaining = [n_requests]
+    start = threading.Barrier(n_clients)
+
+    def worker(client) -> None:
+        start.wait()
+        while True:
+            with lock:
+                if remaining[0] <= 0:
+                    return
+                remaining[0] -= 1
+            seconds, error = one_request(client, voice, photos)
+            with lock:
+                latencies.append(seconds)
+                if error:
+                    errors.append(error)
+
+    t = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return latencies, errors, time.perf_counter() - t
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", default=None, help="an app that is already running (no cold start measured)")
+    parser.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / "faa-realdims-synthetic"))
+    parser.add_argument("--weights", default="random", help="passed to app.py (random: same cost, nothing to download)")
+    parser.add_argument("--concurrency", type=int, default=2, help="passed to app.py --concurrency")
+    parser.add_argument("--threads", type=int, default=0, help="passed to app.py --threads (0: its default)")
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--requests", type=int, default=40, help="total requests of the concurrent phase")
+    parser.add_argument("--single", type=int, default=10, help="requests of the single-client phase")
+    parser.add_argument("--faces", type=int, default=2, help="photos per request (one face each)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of the recording")
+    parser.add_argument("--start-timeout", type=float, default=300.0)
+    parser.add_argument("--download", action="store_true",
+                        help="also fetch the four output images of every result, as a browser would")
+    args = parser.parse_args()
+    global DOWNLOAD
+    DOWNLOAD = args.download
+    args.work = Path(tempfile.mkdtemp(prefix="faa-app-load-"))
+
+    voice = args.work / "voice.wav"
+    speech_kind = make_speech(voice, args.seconds)
+    photos, photo_kind = make_photos(args.faces, args.work)
+
+    proc = None
+    cold_start = None
+    try:
+        if args.url:
+            url, client = args.url, make_client(args.url, args.work / "downloads")
+            one_request(client, voice, photos)
+        else:
+            proc, url, t0, client = start_app(args, args.work / "app.log")
+            _, error = one_request(client, voice, photos)
+            cold_start = time.perf_counter() - t0
+            if error:
+                raise SystemExit(f"first request failed: {error}")
+        one_request(client, voice, photos)  # warm
+        single = [one_request(client, voice, photos) for _ in range(args.single)]
+        single_lat = [s for s, _ in single]
+        single_err = [e for _, e in single if e]
+        lat, errors, wall = run_clients(url, args.clients, args.requests, voice, photos, args.work)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(args.work, ignore_errors=True)
+
+    s, c = percentiles(single_lat), percentiles(lat)
+    print(f"media: {args.seconds:.0f} s {speech_kind}, {args.faces} photos ({photo_kind}); "
+          f"app concurrency {args.concurrency if not args.url else '?'}; weights {args.weights}")
+    print(f"{'phase':>10} {'clients':>7} {'requests':>8} {'errors':>6} {'p50 s':>8} {'p95 s':>8} {'max s':>8} {'req/s':>7}")
+    print(f"{'single':>10} {1:>7} {len(single_lat):>8} {len(single_err):>6} {s['p50_s']:>8.3f} {s['p95_s']:>8.3f} "
+          f"{s['max_s']:>8.3f} {len(single_lat) / max(sum(single_lat), 1e-9):>7.2f}")
+    print(f"{'concurrent':>10} {args.clients:>7} {len(lat):>8} {len(errors):>6} {c['p50_s']:>8.3f} {c['p95_s']:>8.3f} "
+          f"{c['max_s']:>8.3f} {len(lat) / max(wall, 1e-9):>7.2f}")
+    if cold_start is not None:
+        print(f"cold start (process start -> first result): {cold_start:.2f} s")
+    for e in sorted(set(errors + single_err))[:5]:
+        print(f"error: {e}")
+    ratio = c["p95_s"] / s["p50_s"]
+    print(f"p95 / single p50 = {ratio:.2f} (target <= 3), errors {len(errors)} (target 0)")
+    print(json.dumps({
+        "clients": args.clients,
+        "requests": len(lat),
+        "errors": len(errors),
+        "p50_s": round(c["p50_s"], 4),
+        "p95_s": round(c["p95_s"], 4),
+        "max_s": round(c["max_s"], 4),
+        "throughput_rps": round(len(lat) / max(wall, 1e-9), 3),
+        "single_p50_s": round(s["p50_s"], 4),
+        "single_p95_s": round(s["p95_s"], 4),
+        "single_errors": len(single_err),
+        "p95_over_single_p50": round(ratio, 3),
+        "target_met": bool(len(errors) == 0 and ratio <= 3.0),
+        "cold_start_s": None if cold_start is None else round(cold_start, 3),
+        "app_concurrency": None if args.url else args.concurrency,
+        "weights": args.weights,
+        "faces": args.faces,
+        "audio_s": args.seconds,
+        "downloads": DOWNLOAD,
+    }))
+
+
+if __name__ == "__main__":
+    main()
