@@ -6,6 +6,12 @@ them with the checkpoint (fusion, cosine or combined) and writes
 ``OUT/report.json``, ``OUT/report.md`` and ``OUT/roc.png``; with
 ``--dump-scores`` also every trial's score under ``OUT/scores/``. On a
 synthetic world the oracle's numbers come in the same structure.
+
+Distributed: ``torchrun --nproc_per_node N -m training.evaluate ...`` splits
+the fusion scoring of the protocol's distinct pairs (the costly part) into N
+contiguous shards; rank 0 collects every list's pairs, broadcasts them,
+gathers the shards' probabilities and does the rest (cosine scores,
+retrieval, metrics, oracle, report) alone. Other ranks write nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from faa_core.checkpoint import load_checkpoint
 from faa_core.metrics import matching_accuracy, matching_curve, retrieval_map, verification_auc
 from faa_core.protocols import Protocol, detect_protocol, read_protocol
 
+from . import distributed as dist_utils
 from .data import open_features
 from .scoring import embed_items, fusion_probabilities, score_pairs
 
@@ -162,22 +169,56 @@ class ModelScorer:
             out[miss] = fusion_probabilities(self.model, self.voice, self.face, np.asarray(v)[miss], np.asarray(f)[miss])
         return out
 
-    def prefetch(self, v: np.ndarray, f: np.ndarray) -> None:
-        """Score these pairs now, all in one pass, and keep the probabilities."""
-        if not self.uses_fusion or len(v) == 0:
-            return
+    def _new_keys(self, v: np.ndarray, f: np.ndarray) -> np.ndarray:
+        """Sorted distinct pair keys of (v, f) not scored yet."""
         keys = np.unique(np.concatenate([self._keys, self._pair_keys(v, f)]))
-        new = keys[~np.isin(keys, self._keys)]
+        return keys[~np.isin(keys, self._keys)]
+
+    def _score_keys(self, keys: np.ndarray) -> np.ndarray:
         n = len(self.face.ids)
-        probs = fusion_probabilities(self.model, self.voice, self.face, new // n, new % n)
+        return fusion_probabilities(self.model, self.voice, self.face, keys // n, keys % n)
+
+    def _store(self, new: np.ndarray, probs: np.ndarray) -> None:
         all_keys = np.concatenate([self._keys, new])
         order = np.argsort(all_keys, kind="stable")
         self._keys, self._probs = all_keys[order], np.concatenate([self._probs, probs])[order]
 
+    def prefetch(self, v: np.ndarray, f: np.ndarray) -> None:
+        """Score these pairs now, all in one pass, and keep the probabilities."""
+        if not self.uses_fusion or len(v) == 0:
+            return
+        new = self._new_keys(v, f)
+        self._store(new, self._score_keys(new))
+
     def prefetch_protocol(self, protocol: Protocol) -> None:
         """Every pair of every list, and the retrieval candidates to re-rank, in one pass."""
+        pairs = self.protocol_pairs(protocol)
+        if pairs is not None:
+            self.prefetch(*pairs)
+
+    def prefetch_protocol_sharded(self, protocol: Protocol) -> None:
+        """:meth:`prefetch_protocol` split over the ranks of a torchrun group (collective call).
+
+        Rank 0 finds the pairs (it needs the retrieval matrices for the
+        re-ranking candidates anyway) and broadcasts their keys; each rank
+        scores a contiguous shard of the sorted keys (so a shard holds few
+        distinct voices and the one-sided encoder work is barely repeated);
+        rank 0 gathers the probabilities. Only rank 0's scorer is complete.
+        """
+        new = None
+        if dist_utils.is_main():
+            pairs = self.protocol_pairs(protocol)
+            new = self._new_keys(*pairs) if pairs is not None and len(pairs[0]) else np.zeros(0, dtype=np.int64)
+        new = dist_utils.broadcast_object(new)
+        lo, hi = dist_utils.shard_bounds(len(new), dist_utils.world_size(), dist_utils.rank())
+        parts = dist_utils.gather_objects(self._score_keys(new[lo:hi]))
+        if parts is not None and len(new):
+            self._store(new, np.concatenate(parts))
+
+    def protocol_pairs(self, protocol: Protocol) -> Optional[tuple[np.ndarray, np.ndarray]]:
+        """(voice items, face items) of every pair the protocol will ask fusion for (None: no fusion)."""
         if not self.uses_fusion:
-            return
+            return None
         vs, fs = [], []
         for vl in protocol.verification.values():
             vs.append(_items(self.voice, vl.voices))
@@ -201,8 +242,9 @@ class ModelScorer:
                 g_items = (f if d == "v2f" else v)[top.reshape(-1)]
                 vs.append(q_items if d == "v2f" else g_items)
                 fs.append(g_items if d == "v2f" else q_items)
-        if vs:
-            self.prefetch(np.concatenate(vs), np.concatenate(fs))
+        if not vs:
+            return None
+        return np.concatenate(vs), np.concatenate(fs)
 
     def pairs(self, v: np.ndarray, f: np.ndarray) -> np.ndarray:
         cos01 = score_pairs(self.model, self.voice, self.face, v, f, "cosine")
@@ -301,19 +343,31 @@ def evaluate(
     protocol_dir: Optional[str | Path] = None, scoring: str = "fusion", rerank_k: int = 10,
     dump_scores: bool = False, with_oracle: bool = True, log: Optional[Callable[[str], None]] = None,
 ) -> dict[str, Any]:
-    """Score every list of the protocol; ``log`` receives one line per finished list."""
+    """Score every list of the protocol; ``log`` receives one line per finished list.
+
+    Under torchrun every rank must call it: the fusion scoring is sharded,
+    and only rank 0 gets (and writes) the report; the others get ``{}``.
+    """
     t0 = time.perf_counter()
     data_dir, out = Path(data_dir), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    main, world = dist_utils.is_main(), dist_utils.world_size()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     model, card = load_checkpoint(checkpoint)
     src = open_features(data_dir)
     voice, face = src["voice"], src["face"]
     proto = find_protocol(data_dir, protocol, Path(protocol_dir) if protocol_dir else None)
     scorer = ModelScorer(model, voice, face, scoring, rerank_k)
     t_pre = time.perf_counter()
-    scorer.prefetch_protocol(proto)
+    if world > 1:
+        scorer.prefetch_protocol_sharded(proto)
+        if not main:
+            return {}
+    else:
+        scorer.prefetch_protocol(proto)
     if log is not None and scorer.uses_fusion:
-        log(f"fusion: {len(scorer._keys)} distinct pairs scored in {time.perf_counter() - t_pre:.1f} s")
+        on = f" on {world} processes" if world > 1 else ""
+        log(f"fusion: {len(scorer._keys)} distinct pairs scored in {time.perf_counter() - t_pre:.1f} s{on}")
     curves: dict[str, Any] = {}
     lists = evaluate_protocol(
         proto, voice, face, scorer.pairs, scorer.retrieval, scorer.rerank,
@@ -349,9 +403,16 @@ def main(argv=None) -> int:
     p.add_argument("--dump-scores", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = p.parse_args(argv)
-    log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    report = evaluate(args.checkpoint, args.data, args.out, args.protocol, args.protocol_dir,
-                      args.scoring, args.rerank_k, args.dump_scores, log=log)
+    dist_utils.init_from_env()  # a no-op without torchrun
+    try:
+        main_rank = dist_utils.is_main()
+        log = None if args.quiet or not main_rank else (lambda line: print(line, file=sys.stderr, flush=True))
+        report = evaluate(args.checkpoint, args.data, args.out, args.protocol, args.protocol_dir,
+                          args.scoring, args.rerank_k, args.dump_scores, log=log)
+    finally:
+        dist_utils.teardown()
+    if not main_rank:
+        return 0
     print((Path(args.out) / "report.md").read_text())
     return 0 if report else 1
 

@@ -1,4 +1,9 @@
-"""``python -m training.train --config faa [--config small] --data DIR --out RUN [key=value ...]``."""
+"""``python -m training.train --config faa [--config small] --data DIR --out RUN [key=value ...]``.
+
+Distributed: ``torchrun --nproc_per_node N -m training.train ...`` (same
+arguments; ``optim.batch_size`` stays the global batch and must divide by N).
+Only rank 0 prints and writes the run folder.
+"""
 
 from __future__ import annotations
 
@@ -20,10 +25,21 @@ def main(argv=None) -> int:
     p.add_argument("overrides", nargs="*", help="config overrides: section.key=value")
     args = p.parse_intermixed_args(argv)
     cfg = load_config(args.config, args.overrides)
+    from . import distributed
     from .trainer import Trainer
 
-    summary = Trainer(cfg, args.data, args.out, progress=not args.no_progress).train()
-    print(json.dumps(summary))
+    distributed.init_from_env()  # a no-op without torchrun
+    try:
+        trainer = Trainer(cfg, args.data, args.out, progress=not args.no_progress)
+        try:
+            summary = trainer.train()
+        finally:
+            trainer.close()
+        if distributed.is_main():
+            print(json.dumps(summary))
+        distributed.barrier()  # leave together: rank 0 still writes summary and plots after the last collective
+    finally:
+        distributed.teardown()
     return 0
 
 

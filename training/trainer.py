@@ -11,6 +11,14 @@ Resumable: after every round the whole state (model, optimiser, schedule,
 counters) is written atomically to ``RUN/state.pt``, and every random draw
 of a round is seeded from (seed, round), so a run killed at any moment and
 restarted ends exactly where an uninterrupted run ends.
+
+Distributed (``torchrun --nproc_per_node N -m training.train ...``): the
+model is wrapped in DDP, rank 0 clusters and validates and broadcasts the
+labels and the validation result (so early stopping and the cluster
+schedule move together on every rank), every rank takes its contiguous
+slice of the same globally seeded batch (``optim.batch_size`` is the global
+batch), and only rank 0 writes the run folder. Why the update equals the
+single-process one is spelled out in ``training/distributed.py``.
 """
 
 from __future__ import annotations
@@ -19,11 +27,13 @@ import json
 import math
 import os
 import time
+import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from faa_core.checkpoint import default_encoders, save_checkpoint
@@ -39,7 +49,8 @@ from faa_core.losses import (
 from faa_core.metrics import verification_auc
 from faa_core.model import FAAConfig, FAAModel
 
-from .data import PairSampler, VideoIndex, open_features
+from . import distributed as dist_utils
+from .data import PairBatch, PairSampler, VideoIndex, open_features
 from .scoring import embed_items, score_pairs, verification_trials
 
 UNSUPERVISED = ("faa", "sl")
@@ -66,13 +77,42 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+class _StepModule(torch.nn.Module):
+    """Everything trainable, with one step's forward as ``forward``.
+
+    DDP synchronises gradients only for a forward that goes through its
+    wrapper, and a step uses several entry points of the model (heads,
+    logit scale, match head) plus the extra parameters. The trainer's
+    method is held weakly: a trainer -> DDP -> trainer cycle would leave
+    the DDP reducer to the garbage collector, possibly after the process
+    group is gone, which can abort the process at exit.
+    """
+
+    def __init__(self, model: FAAModel, extra: torch.nn.ParameterDict, forward: Any) -> None:
+        super().__init__()
+        self.model, self.extra = model, extra
+        self._forward = weakref.WeakMethod(forward)
+
+    def forward(self, *args: Any) -> Any:
+        fn = self._forward()
+        if fn is None:
+            raise RuntimeError("the trainer of this DDP step module is gone")
+        return fn(*args)
+
+
 class Trainer:
     def __init__(self, cfg: dict[str, Any], data_dir: str | Path, run_dir: str | Path, progress: bool = True) -> None:
         self.cfg = cfg
         self.data_dir = Path(data_dir)
         self.run = Path(run_dir)
-        self.run.mkdir(parents=True, exist_ok=True)
-        self.progress = progress
+        self.world, self.rank = dist_utils.world_size(), dist_utils.rank()
+        self.main = self.rank == 0
+        # the rows of the global batch this rank embeds (all of them in one process)
+        b = dist_utils.per_rank_batch(int(cfg["optim"]["batch_size"]), self.world)
+        self.shard = (self.rank * b, (self.rank + 1) * b)
+        if self.main:
+            self.run.mkdir(parents=True, exist_ok=True)
+        self.progress = progress and self.main
         self.objective = cfg["objective"]
         src = open_features(data_dir)
         self.voice, self.face = src["voice"], src["face"]
@@ -108,6 +148,26 @@ class Trainer:
         self.val = verification_trials(self.voice, self.face, "val", v["trials"], seed=cfg["seed"] + 7919)
         self.state = {"round": 0, "step": 0, "best": -math.inf, "bad_rounds": 0, "done": False, "best_round": -1}
         self._resume()
+        self._ddp: Optional[torch.nn.parallel.DistributedDataParallel] = None
+        self._gather_group: Any = None
+        if self.world > 1:
+            self._setup_ddp()
+
+    def _setup_ddp(self) -> None:
+        """Wrap the trainable modules in DDP, once every rank has loaded the same state."""
+        dist_utils.barrier()  # no rank starts a round (nor rank 0 rewrites state.pt) before all have resumed
+        self._gather_group = dist_utils.new_group()
+        # parameters a step's loss does not reach must be declared, or DDP waits for their gradients
+        all_used = self.uses_fvm and self.cfg["loss"]["fvc"] == "infonce"
+        self._ddp = torch.nn.parallel.DistributedDataParallel(
+            _StepModule(self.model, self.extra, self._forward_sharded),
+            broadcast_buffers=False, find_unused_parameters=not all_used,
+        )
+
+    def close(self) -> None:
+        """Drop the DDP wrapper (its reducer talks to the process group) before torch.distributed is torn down."""
+        self._ddp = None
+        self._gather_group = None
 
     # -- state ---------------------------------------------------------------
     @property
@@ -115,9 +175,11 @@ class Trainer:
         return self.run / "state.pt"
 
     def _resume(self) -> None:
+        """Load state.pt if there is one (every rank loads the same file); only rank 0 touches the log."""
         if not self.state_path.is_file():
-            (self.run / "metrics.jsonl").unlink(missing_ok=True)
-            (self.run / "config.json").write_text(json.dumps(self.cfg, indent=2))
+            if self.main:
+                (self.run / "metrics.jsonl").unlink(missing_ok=True)
+                (self.run / "config.json").write_text(json.dumps(self.cfg, indent=2))
             return
         saved = torch.load(self.state_path, map_location="cpu", weights_only=True)
         self.model.load_state_dict(saved["model"])
@@ -129,7 +191,7 @@ class Trainer:
         self.state = saved["state"]
         # drop log lines of a round that was cut off
         log = self.run / "metrics.jsonl"
-        if log.is_file():
+        if self.main and log.is_file():
             keep = []
             for line in log.read_text().splitlines():
                 try:
@@ -184,12 +246,35 @@ class Trainer:
         tok, mask = source.tokens(items)
         return torch.from_numpy(np.asarray(tok, dtype=np.float32)), torch.from_numpy(np.asarray(mask))
 
+    @property
+    def uses_fvm(self) -> bool:
+        """Whether a step also trains the match head (FVM) on top of the contrastive loss."""
+        return bool(self.cfg["loss"].get("fvm")) and self.objective not in ("sl", "wen2021")
+
     def step(self, batch, gen: torch.Generator, rnd: int) -> dict[str, float]:
-        cfg, model, loss_cfg = self.cfg, self.model, self.cfg["loss"]
+        if self._ddp is not None:
+            return self._step_sharded(batch, gen, rnd)
+        model, loss_cfg = self.model, self.cfg["loss"]
         vg = torch.from_numpy(np.asarray(self.voice.globals(batch.voice_items), dtype=np.float32))
         fg = torch.from_numpy(np.asarray(self.face.globals(batch.face_items), dtype=np.float32))
         labels = torch.from_numpy(batch.labels)
         v_emb, f_emb = model.embed_voice(vg), model.embed_face(fg)
+        loss, out = self._batch_loss(v_emb, f_emb, labels, rnd)
+        if self.uses_fvm:
+            fvm = self._fvm(batch, v_emb, f_emb, labels, gen)
+            loss = loss + loss_cfg["fvm_weight"] * fvm
+            out["fvm"] = float(fvm.detach())
+        self.optim.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optim.step()
+        out["loss"] = float(loss.detach())
+        return out
+
+    def _batch_loss(
+        self, v_emb: torch.Tensor, f_emb: torch.Tensor, labels: torch.Tensor, rnd: int
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The objective's batch-global loss (FVC or Wen's) on the whole batch's embeddings."""
+        model, loss_cfg = self.model, self.cfg["loss"]
         out: dict[str, float] = {}
         if self.objective == "wen2021":
             weights = None
@@ -212,25 +297,22 @@ class Trainer:
         else:
             loss = fvc_infonce(v_emb, f_emb, labels, model.logit_scale)
             out["fvc"] = float(loss.detach())
-        if loss_cfg.get("fvm") and self.objective not in ("sl", "wen2021"):
-            fvm = self._fvm(batch, v_emb, f_emb, labels, gen)
-            loss = loss + loss_cfg["fvm_weight"] * fvm
-            out["fvm"] = float(fvm.detach())
-        self.optim.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optim.step()
-        out["loss"] = float(loss.detach())
-        return out
+        return loss, out
 
-    def _fvm(self, batch, v_emb, f_emb, labels, gen) -> torch.Tensor:
-        model, mc = self.model, self.model.config
+    def _hard_negatives(self, v_emb, f_emb, labels, gen) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(a negative face per voice, its validity, a negative voice per face, its validity)."""
         with torch.no_grad():
             if self.cfg["pairs"]["hard_negatives"]:
-                sim = model.logit_scale.exp().clamp(max=100.0) * v_emb @ f_emb.T
+                sim = self.model.logit_scale.exp().clamp(max=100.0) * v_emb @ f_emb.T
             else:
                 sim = torch.zeros(len(labels), len(labels))
             neg_f, ok_f = sample_hard_negatives(sim, labels, gen)
             neg_v, ok_v = sample_hard_negatives(sim.T, labels, gen)
+        return neg_f, ok_f, neg_v, ok_v
+
+    def _fvm(self, batch, v_emb, f_emb, labels, gen) -> torch.Tensor:
+        model, mc = self.model, self.model.config
+        neg_f, ok_f, neg_v, ok_v = self._hard_negatives(v_emb, f_emb, labels, gen)
         vt, vm = self._tokens(self.voice, batch.voice_items, mc.voice_token_dim > 0)
         ft, _ = self._tokens(self.face, batch.face_items, mc.face_token_dim > 0)
 
@@ -244,6 +326,74 @@ class Trainer:
         ).logits
         n = len(labels)
         return fvm_loss(logits[:n], logits[n:])
+
+    # -- one step, distributed ---------------------------------------------------
+    def _step_sharded(self, batch: PairBatch, gen: torch.Generator, rnd: int) -> dict[str, float]:
+        """One DDP step; the returned values are this rank's *shares* (they sum over ranks to the step's)."""
+        assert self._ddp is not None
+        loss, out = self._ddp(batch, gen, rnd)
+        self.optim.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optim.step()
+        return out
+
+    def _forward_sharded(self, batch: PairBatch, gen: torch.Generator, rnd: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """This rank's loss to back-propagate, ``G + W * M_r`` (see ``training/distributed.py``).
+
+        ``batch`` is the global batch (every rank drew the same one); the rank
+        embeds its rows ``self.shard`` and gathers the others' with gradient,
+        so ``G``, the objective's batch-global loss, is computed on the whole
+        batch on every rank.
+        """
+        w, (lo, hi), model = self.world, self.shard, self.model
+        vg = torch.from_numpy(np.asarray(self.voice.globals(batch.voice_items[lo:hi]), dtype=np.float32))
+        fg = torch.from_numpy(np.asarray(self.face.globals(batch.face_items[lo:hi]), dtype=np.float32))
+        v_emb = dist_utils.all_gather_cat(model.embed_voice(vg), self._gather_group)
+        f_emb = dist_utils.all_gather_cat(model.embed_face(fg), self._gather_group)
+        labels = torch.from_numpy(batch.labels)
+        loss, out = self._batch_loss(v_emb, f_emb, labels, rnd)
+        out = {k: v / w for k, v in out.items()}
+        out["loss"] = float(loss.detach()) / w
+        if self.uses_fvm:
+            share = self._fvm_share(batch, v_emb, f_emb, labels, gen)
+            weight = self.cfg["loss"]["fvm_weight"]
+            out["fvm"] = float(share.detach())
+            out["loss"] += weight * out["fvm"]
+            loss = loss + (w * weight) * share
+        return loss, out
+
+    def _fvm_share(self, batch: PairBatch, v_emb, f_emb, labels, gen) -> torch.Tensor:
+        """This rank's part of the FVM loss: its pairs' cross-entropy sum over the global pair count.
+
+        Every rank draws the same hard negatives from the global similarity
+        matrix with the same generator, so every rank knows every pair; it
+        scores those anchored on its slice (its positives, a negative face for
+        each of its voices, a negative voice for each of its faces). The
+        shares sum over ranks to the single-process mean.
+        """
+        model, mc, (lo, hi) = self.model, self.model.config, self.shard
+        neg_f, ok_f, neg_v, ok_v = self._hard_negatives(v_emb, f_emb, labels, gen)
+        n = len(labels)
+        total = n + int(ok_f.sum()) + int(ok_v.sum())
+        mine = torch.zeros(n, dtype=torch.bool)
+        mine[lo:hi] = True
+        own = torch.arange(lo, hi)
+        voices_with_neg = torch.nonzero(ok_f & mine).squeeze(1)
+        faces_with_neg = torch.nonzero(ok_v & mine).squeeze(1)
+        rows_v = torch.cat([own, voices_with_neg, neg_v[faces_with_neg]])
+        rows_f = torch.cat([own, neg_f[voices_with_neg], faces_with_neg])
+        # tokens once per distinct item this rank touches; the encoder gathers them per pair
+        uv, inv_v = torch.unique(rows_v, return_inverse=True)
+        uf, inv_f = torch.unique(rows_f, return_inverse=True)
+        vt, vm = self._tokens(self.voice, batch.voice_items[uv.numpy()], mc.voice_token_dim > 0)
+        ft, _ = self._tokens(self.face, batch.face_items[uf.numpy()], mc.face_token_dim > 0)
+        logits = model.match(
+            None, None, vt, ft, vm, voice_emb=v_emb[rows_v], face_emb=f_emb[rows_f],
+            voice_rows=inv_v if vt is not None else None, face_rows=inv_f if ft is not None else None,
+        ).logits
+        n_pos = hi - lo
+        target = torch.cat([torch.ones(n_pos, dtype=torch.long), torch.zeros(len(rows_v) - n_pos, dtype=torch.long)])
+        return F.cross_entropy(logits, target, reduction="sum") / total
 
     # -- validation ------------------------------------------------------------
     def validate(self) -> dict[str, float]:
@@ -267,10 +417,12 @@ class Trainer:
         while not self.state["done"] and self.state["round"] < sched["max_rounds"]:
             rnd = self.state["round"]
             t0 = time.perf_counter()
-            torch.manual_seed(seed * 100_003 + rnd)
+            # the batch sampler and the hard-negative generator are the same on every rank (one global
+            # batch); the global torch RNG (dropout) gets an independent stream per rank
+            torch.manual_seed(dist_utils.rank_seed(seed * 100_003 + rnd, self.rank))
             rng = np.random.default_rng([seed, rnd])
             gen = torch.Generator().manual_seed(seed * 100_003 + rnd)
-            labels, stats = self.round_labels(rnd)
+            labels, stats = dist_utils.on_main_then_broadcast(lambda: self.round_labels(rnd))
             sampler = PairSampler(self.index, labels, bool(cfg["pairs"]["diverse_positives"]))
             self.model.train()
             sums: dict[str, float] = {}
@@ -280,11 +432,14 @@ class Trainer:
                 for k, v in out.items():
                     sums[k] = sums.get(k, 0.0) + v
                 self.state["step"] += 1
-            val = self.validate()
+            sums = dist_utils.all_reduce_sums(sums)  # the ranks' shares add up to each step's values
+            # rank 0 validates; every rank gets its result, so all take the same early-stopping decision
+            val = dist_utils.on_main_then_broadcast(self.validate)
             improved = val["val_auc"] > self.state["best"]
             if improved:
                 self.state.update(best=val["val_auc"], bad_rounds=0, best_round=rnd)
-                self._save_best(val)
+                if self.main:
+                    self._save_best(val)
             else:
                 self.state["bad_rounds"] += 1
             if self.objective in UNSUPERVISED:
@@ -295,8 +450,9 @@ class Trainer:
                 "logit_scale": self.model.logit_scale.exp().item(), "improved": improved,
                 "seconds": round(time.perf_counter() - t0, 3),
             }
-            with open(self.run / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            if self.main:
+                with open(self.run / "metrics.jsonl", "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
             if self.progress:
                 tqdm.write(
                     f"round {rnd}: loss {record.get('loss', 0):.4f} val_auc {val['val_auc']:.4f} "
@@ -305,13 +461,18 @@ class Trainer:
             self.state["round"] = rnd + 1
             if self.state["bad_rounds"] >= sched["patience"]:
                 self.state["done"] = True
-            self._save_state()
-        if not (self.run / "best").is_dir():  # max_rounds=0: the untrained model is the result
-            val = self.validate()
+            if self.main:
+                self._save_state()
+        # max_rounds=0: the untrained model is the result
+        if dist_utils.on_main_then_broadcast(lambda: not (self.run / "best").is_dir()):
+            val = dist_utils.on_main_then_broadcast(self.validate)
             self.state["best"] = val["val_auc"]
-            self._save_best(val)
+            if self.main:
+                self._save_best(val)
         summary = {"best_val_auc": self.state["best"], "best_round": self.state["best_round"],
                    "rounds": self.state["round"], "steps": self.state["step"]}
+        if not self.main:
+            return summary
         (self.run / "summary.json").write_text(json.dumps(summary, indent=2))
         from .plots import plot_training
 
