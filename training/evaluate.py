@@ -33,6 +33,7 @@ from faa_core.protocols import Protocol, detect_protocol, read_protocol
 
 from . import distributed as dist_utils
 from .data import open_features
+from .item_ids import LegacyIdSource
 from .scoring import embed_items, fusion_probabilities, score_pairs
 
 PairScorer = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (voice items, face items) -> scores
@@ -355,8 +356,9 @@ def evaluate(
         out.mkdir(parents=True, exist_ok=True)
     model, card = load_checkpoint(checkpoint)
     src = open_features(data_dir)
-    voice, face = src["voice"], src["face"]
     proto = find_protocol(data_dir, protocol, Path(protocol_dir) if protocol_dir else None)
+    # lists may name items by the first VoxCeleb1 release's paths (Nagrani et al.'s verification lists)
+    voice, face = LegacyIdSource(src["voice"], "voice", proto), LegacyIdSource(src["face"], "face", proto)
     scorer = ModelScorer(model, voice, face, scoring, rerank_k)
     t_pre = time.perf_counter()
     if world > 1:
