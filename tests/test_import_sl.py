@@ -184,6 +184,8 @@ def test_train_and_evaluate_global_only_on_the_import(imported, tmp_path):
     assert json.loads((tmp_path / "eval" / "report.json").read_text())["lists"].keys() == report["lists"].keys()
     assert {"verify_v2f_sl_test", "match_v2f_sl_test", "reterival_f2v_sl_test_2"} <= set(report["lists"])
     assert all(0.0 <= e["value"] <= 1.0 for e in report["lists"].values())
+    one_to_n = [e for e in report["lists"].values() if e.get("candidates")]
+    assert one_to_n and all(e["candidates"] >= 3 and e["trials"] > 0 for e in one_to_n)  # SL's 1:N lists scored
 
 
 def test_identity_table_wins_and_brings_gender(release, tmp_path):

@@ -157,3 +157,20 @@ def test_prefetched_scoring_equals_list_by_list(tiny_world, tmp_path):
         results.append(evaluate_protocol(proto, src["voice"], src["face"], scorer.pairs, scorer.retrieval, scorer.rerank))
     for name, entry in results[0].items():
         assert results[1][name]["value"] == pytest.approx(entry["value"], abs=1e-5), name
+
+
+def test_one_to_n_lists_score_the_correct_candidate_against_all_others(tmp_path):
+    from training.features import ItemTable
+    from training.one_to_n import evaluate_one_to_n
+
+    voice = ItemTable(["v0", "v1"], ["a", "b"], ["p", "q"], ["test"] * 2)
+    face = ItemTable(["f0", "f1", "f2"], ["a", "b", "c"], ["p", "q", "r"], ["test"] * 3)
+    (tmp_path / "sl_match_v2f_10_test.txt").write_text("v0 f0 f1 f2\nv1 f1 f0 f2\n")
+    (tmp_path / "sl_match_f2v_10_test.txt").write_text("f0 v0 v1\n")
+    truth = {(0, 0): 0.9, (0, 1): 0.5, (0, 2): 0.1, (1, 1): 0.4, (1, 0): 0.6, (1, 2): 0.0}
+    out = evaluate_one_to_n(tmp_path, voice, face, lambda v, f: np.array([truth[(a, b)] for a, b in zip(v, f)]))
+    assert out["sl_match_v2f_10_test"]["value"] == 0.5 and out["sl_match_v2f_10_test"]["candidates"] == 3
+    assert out["sl_match_f2v_10_test"]["value"] == 1.0 and out["sl_match_f2v_10_test"]["direction"] == "f2v"
+    (tmp_path / "sl_match_v2f_bad.txt").write_text("v0 f0 f1\nv1 f1\n")
+    with pytest.raises(ValueError, match="same number"):
+        evaluate_one_to_n(tmp_path, voice, face, lambda v, f: np.zeros(len(v)))

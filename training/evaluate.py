@@ -34,6 +34,7 @@ from faa_core.protocols import Protocol, detect_protocol, read_protocol
 from . import distributed as dist_utils
 from .data import open_features
 from .item_ids import LegacyIdSource
+from .one_to_n import evaluate_one_to_n
 from .scoring import embed_items, fusion_probabilities, score_pairs
 
 PairScorer = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (voice items, face items) -> scores
@@ -375,6 +376,8 @@ def evaluate(
         proto, voice, face, scorer.pairs, scorer.retrieval, scorer.rerank,
         dump_dir=out / "scores" if dump_scores else None, curves=curves, log=log,
     )
+    lists.update(evaluate_one_to_n(Path(protocol_dir) if protocol_dir else data_dir / "protocol",
+                                   voice, face, scorer.pairs, log))
     report: dict[str, Any] = {
         "checkpoint": str(checkpoint), "data": str(data_dir), "protocol": proto.name,
         "scoring": scoring, "rerank_k": rerank_k if scoring != "cosine" else 0,

@@ -56,8 +56,8 @@ become Wen 2021 format lists (``faa_core.protocols.write_wen2021_lists``), so
 ``reterival_{v2f,f2v}_sl_<split>[_<k>]`` (one list per SL gallery; SL reports
 the mean mAP over its galleries). 1:N matching trials (``test_matching_10``)
 cannot be written in the Wen format; they go to ``sl_match_{v2f,f2v}_<tag>_<split>.txt``
-(one trial per line: query, correct candidate, the other candidates), which the
-protocol reader ignores. ``sl_lists.json`` there records where every list came from,
+(one trial per line: query, correct candidate, the other candidates), which
+``training.evaluate`` scores through ``training.one_to_n``. ``sl_lists.json`` there records where every list came from,
 ``STORE/sl_import.json`` the import's summary (counts, identity mapping, warnings).
 """
 
@@ -692,7 +692,7 @@ def write_protocol(release: SLRelease, ids: IdentityTable, item_split: Mapping[s
             if trials:
                 name = f"sl_match_{d}_{tag}{split}.txt"
                 side[name] = [" ".join([q, *cands]) for q, cands in trials]
-                origin[name] = {"from": src, "trials": len(trials), "format": "query correct other...; not read by evaluate",
+                origin[name] = {"from": src, "trials": len(trials), "format": "query correct other... (training.one_to_n)",
                                 "candidates": sorted({len(c) for _, c in trials})}
         for k, (voices, faces) in enumerate(lists.galleries, 1):
             suffix = f"_{k}" if len(lists.galleries) > 1 else ""
@@ -733,7 +733,7 @@ def write_protocol(release: SLRelease, ids: IdentityTable, item_split: Mapping[s
         written.append(path)
     info = {"lists": origin, "identities": len(identities),
             "note": "SL reports retrieval mAP as the mean over its galleries (reterival_*_<k>); "
-                    "sl_match_* files hold SL's 1:N trials, which the Wen reader and training.evaluate skip",
+                    "sl_match_* files hold SL's 1:N trials (scored by training.evaluate via training.one_to_n)",
             "files": sorted(p.name for p in written)}
     (folder / LISTS_MANIFEST).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return {**info, "folder": str(folder)}
