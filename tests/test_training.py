@@ -174,3 +174,24 @@ def test_one_to_n_lists_score_the_correct_candidate_against_all_others(tmp_path)
     (tmp_path / "sl_match_v2f_bad.txt").write_text("v0 f0 f1\nv1 f1\n")
     with pytest.raises(ValueError, match="same number"):
         evaluate_one_to_n(tmp_path, voice, face, lambda v, f: np.zeros(len(v)))
+
+
+def test_features_of_random_encoders_make_a_card_that_warns(tiny_world, tmp_path):
+    """A store extracted with random encoder weights must not yield a card that looks real."""
+    import shutil
+
+    from faa_core.checkpoint import load_checkpoint
+
+    store = tmp_path / "store"
+    shutil.copytree(tiny_world / "features", store)  # a plain feature store: no world.json, no truth/
+    meta = json.loads((store / "store.json").read_text())
+    meta["source"] = {"random_weights": True, "weights": {"mode": "random"}}
+    (store / "store.json").write_text(json.dumps(meta))
+    train(store, tmp_path / "run", rounds=1)
+    _, card = load_checkpoint(tmp_path / "run" / "best")
+    assert card["synthetic"] is True and card["trained_on"]["random_encoder_features"] is True
+    meta["source"] = {"random_weights": False, "weights": {"mode": "pretrained"}}
+    (store / "store.json").write_text(json.dumps(meta))
+    train(store, tmp_path / "run2", rounds=1)
+    _, card = load_checkpoint(tmp_path / "run2" / "best")
+    assert card["synthetic"] is False and card["trained_on"]["feature_weights"] == {"mode": "pretrained"}

@@ -496,6 +496,14 @@ class Trainer:
         }
         if meta:
             trained_on["world"] = {k: meta[k] for k in ("preset", "seed") if k in meta}
+        store_meta = self.data_dir / "store.json"
+        if store_meta.is_file():  # an extracted store says which encoder weights made its features
+            source = json.loads(store_meta.read_text()).get("source") or {}
+            if source.get("random_weights"):
+                # features of random encoders teach nothing about people: the card must warn like synthetic data
+                trained_on.update(synthetic=True, random_encoder_features=True)
+            if source.get("weights"):
+                trained_on["feature_weights"] = source["weights"]
         save_checkpoint(
             self.run / "best", self.model, trained_on=trained_on,
             evaluation={"validation": val},
