@@ -195,3 +195,26 @@ def test_features_of_random_encoders_make_a_card_that_warns(tiny_world, tmp_path
     train(store, tmp_path / "run2", rounds=1)
     _, card = load_checkpoint(tmp_path / "run2" / "best")
     assert card["synthetic"] is False and card["trained_on"]["feature_weights"] == {"mode": "pretrained"}
+
+
+def test_identity_link_trains_supervised_objectives_on_faces_without_videos(tiny_world, tmp_path):
+    """VGGFace1-like faces (each its own "video") share no video with voices: link by identity instead."""
+    import csv
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(tiny_world / "features", store)
+    items = store / "face" / "items.csv"
+    rows = list(csv.DictReader(items.open()))
+    for r in rows:
+        r["video"] = r["id"]  # a photo comes from no known video
+    with items.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    with pytest.raises(ValueError, match="no train"):
+        train(store, tmp_path / "a", "faa_supervised", rounds=1)
+    with pytest.raises(ValueError, match="unsupervised"):
+        train(store, tmp_path / "b", "faa", rounds=1, extra=["data.link=identity"])
+    summary = train(store, tmp_path / "c", "faa_supervised", rounds=1, extra=["data.link=identity"])
+    assert summary["rounds"] == 1 and (tmp_path / "c" / "best").is_dir()

@@ -32,6 +32,9 @@ DEFAULTS: dict[str, Any] = {
     },
     "pairs": {"diverse_positives": True, "hard_negatives": True},
     "validation": {"trials": 2000, "scoring": "fusion"},
+    # how a face and a voice are known to belong together: the same video (default), or, for the
+    # supervised objectives on faces without videos (VGGFace1 photos), the same identity
+    "data": {"link": "video"},
 }
 
 

@@ -129,3 +129,25 @@ class PairSampler:
             face_vids = np.where(count == 1, vids, np.where(members == vids, other, members))
         face = idx.face_sorted[idx.face_start[face_vids] + (rng.random(batch) * idx.face_count[face_vids]).astype(np.int64)]
         return PairBatch(voice_items=voice, face_items=face, labels=self.labels[vids])
+
+
+class IdentityLinked:
+    """A feature source whose "video" of each item is its identity (``data.link: identity``).
+
+    FAA pairs a face and a voice through the video they come from. Face sources
+    without videos (VGGFace1 photos) share none with the recordings, so the
+    supervised objectives can link the modalities through the identity instead:
+    every "video" is then one person's items. Everything but ``videos`` is the
+    wrapped source's.
+    """
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._source, name)
+
+    @property
+    def videos(self) -> np.ndarray:
+        return np.asarray(self._source.identities)
+

@@ -50,7 +50,7 @@ from faa_core.metrics import verification_auc
 from faa_core.model import FAAConfig, FAAModel
 
 from . import distributed as dist_utils
-from .data import PairBatch, PairSampler, VideoIndex, open_features
+from .data import IdentityLinked, PairBatch, PairSampler, VideoIndex, open_features
 from .scoring import embed_items, score_pairs, verification_trials
 
 UNSUPERVISED = ("faa", "sl")
@@ -116,7 +116,16 @@ class Trainer:
         self.objective = cfg["objective"]
         src = open_features(data_dir)
         self.voice, self.face = src["voice"], src["face"]
-        self.index = VideoIndex(self.voice, self.face, "train")
+        link = cfg.get("data", {}).get("link", "video")
+        if link == "identity":  # faces without videos (VGGFace1 photos): link the modalities by person
+            if self.objective in UNSUPERVISED:
+                raise ValueError(f"data.link=identity uses identity labels; objective {self.objective} is unsupervised "
+                                 "(use faa_supervised or wen2021, or face-track frames that share videos)")
+            self.index = VideoIndex(IdentityLinked(self.voice), IdentityLinked(self.face), "train")
+        elif link == "video":
+            self.index = VideoIndex(self.voice, self.face, "train")
+        else:
+            raise ValueError(f"data.link must be video or identity, got {link!r}")
         self.identity = self.index.identity_codes()
         if self.objective not in UNSUPERVISED and (self.identity < 0).any():
             raise ValueError(f"objective {self.objective} needs identities for every training video")
