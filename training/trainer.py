@@ -101,8 +101,14 @@ class _StepModule(torch.nn.Module):
 
 
 class Trainer:
-    def __init__(self, cfg: dict[str, Any], data_dir: str | Path, run_dir: str | Path, progress: bool = True) -> None:
+    def __init__(
+        self, cfg: dict[str, Any], data_dir: str | Path, run_dir: str | Path, progress: bool = True,
+        device: str | torch.device = "cpu",
+    ) -> None:
         self.cfg = cfg
+        # the model and the step's tensors live here; sampling, clustering and the RNG streams stay on the CPU,
+        # so a run's pairs and negatives do not depend on the device
+        self.device = torch.device(device)
         self.data_dir = Path(data_dir)
         self.run = Path(run_dir)
         self.world, self.rank = dist_utils.world_size(), dist_utils.rank()
@@ -131,12 +137,12 @@ class Trainer:
             raise ValueError(f"objective {self.objective} needs identities for every training video")
 
         torch.manual_seed(cfg["seed"])
-        self.model = FAAModel(model_config(cfg, self.voice, self.face))
+        self.model = FAAModel(model_config(cfg, self.voice, self.face)).to(self.device)
         self.extra = torch.nn.ParameterDict()
         if self.objective == "wen2021":
             n_id = int(self.identity.max()) + 1
             w = torch.randn(n_id, self.model.config.embed_dim) * 0.01
-            self.extra["classifier"] = torch.nn.Parameter(w)
+            self.extra["classifier"] = torch.nn.Parameter(w.to(self.device))
             self.reweighter = IdentityReweighter(n_id, drop_fraction=cfg["loss"]["reweight_drop_fraction"])
         params = list(self.model.parameters()) + list(self.extra.parameters())
         o = cfg["optim"]
@@ -171,6 +177,7 @@ class Trainer:
         self._ddp = torch.nn.parallel.DistributedDataParallel(
             _StepModule(self.model, self.extra, self._forward_sharded),
             broadcast_buffers=False, find_unused_parameters=not all_used,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
         )
 
     def close(self) -> None:
@@ -234,8 +241,8 @@ class Trainer:
             v_emb = np.asarray(self.voice.globals(idx.voice_video_items), dtype=np.float32)
             f_emb = np.asarray(self.face.globals(idx.face_video_items), dtype=np.float32)
         else:
-            v_emb = embed_items(self.model, self.voice, idx.voice_video_items, "voice").numpy()
-            f_emb = embed_items(self.model, self.face, idx.face_video_items, "face").numpy()
+            v_emb = embed_items(self.model, self.voice, idx.voice_video_items, "voice").cpu().numpy()
+            f_emb = embed_items(self.model, self.face, idx.face_video_items, "face").cpu().numpy()
         keys, pooled = dual_modality_pooling(v_emb, idx.voice_video, f_emb, idx.face_video)
         k = self.schedule.current()
         result = kmeans(pooled, k, niter=self.cfg["clustering"].get("niter", 20), seed=self.cfg["seed"] * 1000 + rnd)
@@ -253,7 +260,11 @@ class Trainer:
         if not use:
             return None, None
         tok, mask = source.tokens(items)
-        return torch.from_numpy(np.asarray(tok, dtype=np.float32)), torch.from_numpy(np.asarray(mask))
+        return (torch.from_numpy(np.asarray(tok, dtype=np.float32)).to(self.device),
+                torch.from_numpy(np.asarray(mask)).to(self.device))
+
+    def _to_device(self, features: Any) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(features, dtype=np.float32)).to(self.device)
 
     @property
     def uses_fvm(self) -> bool:
@@ -264,9 +275,9 @@ class Trainer:
         if self._ddp is not None:
             return self._step_sharded(batch, gen, rnd)
         model, loss_cfg = self.model, self.cfg["loss"]
-        vg = torch.from_numpy(np.asarray(self.voice.globals(batch.voice_items), dtype=np.float32))
-        fg = torch.from_numpy(np.asarray(self.face.globals(batch.face_items), dtype=np.float32))
-        labels = torch.from_numpy(batch.labels)
+        vg = self._to_device(self.voice.globals(batch.voice_items))
+        fg = self._to_device(self.face.globals(batch.face_items))
+        labels = torch.from_numpy(batch.labels).to(self.device)
         v_emb, f_emb = model.embed_voice(vg), model.embed_face(fg)
         loss, out = self._batch_loss(v_emb, f_emb, labels, rnd)
         if self.uses_fvm:
@@ -288,7 +299,7 @@ class Trainer:
         if self.objective == "wen2021":
             weights = None
             if rnd >= loss_cfg["reweight_start_round"]:
-                weights = self.reweighter.weights()
+                weights = self.reweighter.weights().to(self.device)
             loss = wen_two_level_loss(
                 v_emb, f_emb, labels, torch.nn.functional.normalize(self.extra["classifier"], dim=1),
                 sample_weight=weights, local_weight=loss_cfg["wen_local_weight"], scale=loss_cfg["wen_scale"],
@@ -296,7 +307,7 @@ class Trainer:
             with torch.no_grad():
                 w = torch.nn.functional.normalize(self.extra["classifier"], dim=1)
                 ce = lambda e: torch.nn.functional.cross_entropy(loss_cfg["wen_scale"] * e @ w.T, labels, reduction="none")
-                self.reweighter.update(labels, (ce(v_emb) + ce(f_emb)) / 2)
+                self.reweighter.update(labels.cpu(), ((ce(v_emb) + ce(f_emb)) / 2).cpu())
             out["wen"] = float(loss.detach())
         elif loss_cfg["fvc"] == "multi_similarity":
             loss = fvc_multi_similarity(
@@ -315,6 +326,7 @@ class Trainer:
                 sim = self.model.logit_scale.exp().clamp(max=100.0) * v_emb @ f_emb.T
             else:
                 sim = torch.zeros(len(labels), len(labels))
+            sim, labels = sim.cpu(), labels.cpu()  # drawn with the CPU generator: the same on any device
             neg_f, ok_f = sample_hard_negatives(sim, labels, gen)
             neg_v, ok_v = sample_hard_negatives(sim.T, labels, gen)
         return neg_f, ok_f, neg_v, ok_v
@@ -327,8 +339,8 @@ class Trainer:
 
         # voices: their positive face, a hard negative face; faces: a hard negative voice.
         # Tokens stay one per batch item; the encoder projects them once and gathers rows.
-        rows_v = torch.cat([torch.arange(len(labels)), torch.nonzero(ok_f).squeeze(1), neg_v[ok_v]])
-        rows_f = torch.cat([torch.arange(len(labels)), neg_f[ok_f], torch.nonzero(ok_v).squeeze(1)])
+        rows_v = torch.cat([torch.arange(len(labels)), torch.nonzero(ok_f).squeeze(1), neg_v[ok_v]]).to(self.device)
+        rows_f = torch.cat([torch.arange(len(labels)), neg_f[ok_f], torch.nonzero(ok_v).squeeze(1)]).to(self.device)
         logits = model.match(
             None, None, vt, ft, vm, voice_emb=v_emb[rows_v], face_emb=f_emb[rows_f],
             voice_rows=rows_v if vt is not None else None, face_rows=rows_f if ft is not None else None,
@@ -355,11 +367,11 @@ class Trainer:
         batch on every rank.
         """
         w, (lo, hi), model = self.world, self.shard, self.model
-        vg = torch.from_numpy(np.asarray(self.voice.globals(batch.voice_items[lo:hi]), dtype=np.float32))
-        fg = torch.from_numpy(np.asarray(self.face.globals(batch.face_items[lo:hi]), dtype=np.float32))
+        vg = self._to_device(self.voice.globals(batch.voice_items[lo:hi]))
+        fg = self._to_device(self.face.globals(batch.face_items[lo:hi]))
         v_emb = dist_utils.all_gather_cat(model.embed_voice(vg), self._gather_group)
         f_emb = dist_utils.all_gather_cat(model.embed_face(fg), self._gather_group)
-        labels = torch.from_numpy(batch.labels)
+        labels = torch.from_numpy(batch.labels).to(self.device)
         loss, out = self._batch_loss(v_emb, f_emb, labels, rnd)
         out = {k: v / w for k, v in out.items()}
         out["loss"] = float(loss.detach()) / w
@@ -396,12 +408,13 @@ class Trainer:
         uf, inv_f = torch.unique(rows_f, return_inverse=True)
         vt, vm = self._tokens(self.voice, batch.voice_items[uv.numpy()], mc.voice_token_dim > 0)
         ft, _ = self._tokens(self.face, batch.face_items[uf.numpy()], mc.face_token_dim > 0)
+        dev = self.device
         logits = model.match(
-            None, None, vt, ft, vm, voice_emb=v_emb[rows_v], face_emb=f_emb[rows_f],
-            voice_rows=inv_v if vt is not None else None, face_rows=inv_f if ft is not None else None,
+            None, None, vt, ft, vm, voice_emb=v_emb[rows_v.to(dev)], face_emb=f_emb[rows_f.to(dev)],
+            voice_rows=inv_v.to(dev) if vt is not None else None, face_rows=inv_f.to(dev) if ft is not None else None,
         ).logits
         n_pos = hi - lo
-        target = torch.cat([torch.ones(n_pos, dtype=torch.long), torch.zeros(len(rows_v) - n_pos, dtype=torch.long)])
+        target = torch.cat([torch.ones(n_pos, dtype=torch.long), torch.zeros(len(rows_v) - n_pos, dtype=torch.long)]).to(dev)
         return F.cross_entropy(logits, target, reduction="sum") / total
 
     # -- validation ------------------------------------------------------------
