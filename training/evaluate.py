@@ -301,8 +301,15 @@ def oracle_scorer(data_dir: Path, voice, face):
     def pairs(v, f):
         return oracle_scores(world, voice.ids[v], face.ids[f])
 
+    last: dict[tuple[bytes, bytes], np.ndarray] = {}
+
     def retrieval(v, f):
-        return oracle_scores(world, voice.ids[v], face.ids[f], matrix=True)
+        # the v2f and f2v retrieval lists hold the same items: build the (large) matrix once
+        key = (np.asarray(v).tobytes(), np.asarray(f).tobytes())
+        if key not in last:
+            last.clear()
+            last[key] = oracle_scores(world, voice.ids[v], face.ids[f], matrix=True)
+        return last[key]
 
     return pairs, retrieval
 
