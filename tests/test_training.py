@@ -226,7 +226,7 @@ def test_device_choice():
     from training.train import pick_device
 
     assert pick_device("cpu") == "cpu"
-    assert pick_device("auto") == ("cpu" if not torch.cuda.is_available() else pick_device("auto"))
+    assert pick_device("auto") == ("cuda:0" if torch.cuda.is_available() else "cpu")
     with pytest.raises(SystemExit, match="must be auto, cpu"):
         pick_device("tpu")
     if not torch.cuda.is_available():
