@@ -2,7 +2,7 @@
 
 Each setting runs in fresh processes (a plain ``python`` for 1, ``python -m
 torch.distributed.run --nproc_per_node N`` otherwise) with torch threads =
-cores / processes, builds the real ``training.trainer.Trainer`` (DDP when
+cores / processes, builds the real ``training.loop.trainer.Trainer`` (DDP when
 N > 1) on a synthetic world with ``--config faa --config small``, takes one
 warm-up step and then times ``--steps`` optimiser steps of the global batch
 between two barriers. Throughput is global pairs per second; the speedup is
@@ -47,10 +47,10 @@ def worker(job: dict) -> None:
     import numpy as np
     import torch
 
-    from training import distributed as du
+    from training.loop import distributed as du
     from training.config import load_config
-    from training.data import PairSampler
-    from training.trainer import Trainer
+    from training.loop.data import PairSampler
+    from training.loop.trainer import Trainer
 
     torch.set_num_threads(job["threads"])
     du.init_from_env()

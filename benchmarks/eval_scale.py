@@ -2,7 +2,7 @@
 
 On a ``real-dims`` synthetic world bound to the real Wen 2021 lists (stored
 as a memory-mapped feature store, ~9 GB, built once into ``--world``) it runs
-``training.evaluate`` end to end with fusion scoring: every verification and
+``training.eval.evaluate`` end to end with fusion scoring: every verification and
 1:2 matching list, and retrieval 21,850 x 20,076 in both directions with the
 top-k re-ranked by the match head. Then, in the same process:
 
@@ -36,10 +36,10 @@ sys.path.insert(0, str(ROOT))
 from faa_core.checkpoint import default_encoders, load_checkpoint, save_checkpoint  # noqa: E402
 from faa_core.model import FAAModel  # noqa: E402
 from training.config import load_config  # noqa: E402
-from training.data import open_features  # noqa: E402
-from training.evaluate import evaluate  # noqa: E402
-from training.scoring import fusion_probabilities  # noqa: E402
-from training.trainer import model_config  # noqa: E402
+from training.loop.data import open_features  # noqa: E402
+from training.eval.evaluate import evaluate  # noqa: E402
+from training.eval.scoring import fusion_probabilities  # noqa: E402
+from training.loop.trainer import model_config  # noqa: E402
 
 WEN_DIR = ROOT.parent / "shared" / "data" / "protocols" / "wen2021"
 

@@ -2,7 +2,7 @@
 
 Generates face photos (640x480 JPEG, one drawn face each) and recordings
 (espeak-ng speech, or a voiced signal without it, 5 to 8 s, 16 kHz), writes a
-manifest for them and times ``training.extract.run_extraction`` on each
+manifest for them and times ``training.ingest.extract.run_extraction`` on each
 modality separately: decoding in threads, MTCNN + crop + InceptionResnetV1
 for faces, resampling + ECAPA-TDNN for voices, fp16 shards written to disk.
 Encoder construction and a warm-up run are not timed. CPU always; CUDA too when
@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from faa_core.encoders import FaceEncoder, VoiceEncoder, resolve_weights  # noqa: E402
 from pipeline_latency import drawn_face_photo, make_speech  # noqa: E402
-from training.extract import RunOptions, Settings, estimate_bytes, run_extraction  # noqa: E402
-from training.manifest import MANIFEST_FORMAT, MANIFEST_VERSION, atomic_write_json, read_manifest, write_rows  # noqa: E402
+from training.ingest.extract import RunOptions, Settings, estimate_bytes, run_extraction  # noqa: E402
+from training.ingest.manifest import MANIFEST_FORMAT, MANIFEST_VERSION, atomic_write_json, read_manifest, write_rows  # noqa: E402
 
 # For the projection line: VoxCeleb1 has 153,516 utterances of 8.2 s on average.
 VOX1_UTTERANCES, VOX1_MEAN_S = 153_516, 8.2

@@ -1,6 +1,6 @@
 """Training throughput: optimiser steps/s and pairs/s, and k-means time per round at 1k/10k/100k videos.
 
-Steps are timed inside a real ``training.trainer.Trainer`` (pair sampling,
+Steps are timed inside a real ``training.loop.trainer.Trainer`` (pair sampling,
 feature reads, FVC + FVM forward/backward, Adam) for two settings:
 
 * ``small``: the ``small`` synthetic world with ``--config faa --config small``
@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from faa_core.clustering import kmeans  # noqa: E402
 from training.config import load_config  # noqa: E402
-from training.data import PairSampler  # noqa: E402
-from training.trainer import Trainer  # noqa: E402
+from training.loop.data import PairSampler  # noqa: E402
+from training.loop.trainer import Trainer  # noqa: E402
 
 
 def world(preset: str, folder: Path, **kw) -> Path:

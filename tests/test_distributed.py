@@ -30,10 +30,10 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from training import distributed as du
+from training.loop import distributed as du
 from training.config import load_config
-from training.evaluate import evaluate
-from training.trainer import Trainer
+from training.eval.evaluate import evaluate
+from training.loop.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [

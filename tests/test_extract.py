@@ -12,8 +12,8 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from training.data import VideoIndex, open_features  # noqa: E402
-from training.extract import (  # noqa: E402
+from training.loop.data import VideoIndex, open_features  # noqa: E402
+from training.ingest.extract import (  # noqa: E402
     ExtractError,
     RunOptions,
     Settings,
@@ -21,10 +21,10 @@ from training.extract import (  # noqa: E402
     run_extraction,
     voice_token_count,
 )
-from training.extract import main as extract_main  # noqa: E402
+from training.ingest.extract import main as extract_main  # noqa: E402
 from training.features import FeatureStore  # noqa: E402
-from training.manifest import read_manifest  # noqa: E402
-from training.prepare import prepare_manifest  # noqa: E402
+from training.ingest.manifest import read_manifest  # noqa: E402
+from training.ingest.prepare import prepare_manifest  # noqa: E402
 from voxceleb_fixtures import build_world  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from faa_core.protocols import read_wen2021
-from training.data import open_features
-from training.import_sl import (
+from training.loop.data import open_features
+from training.ingest.import_sl import (
     SLFormatError,
     import_sl,
     main,
@@ -170,8 +170,8 @@ def test_lists_are_wen_format_and_keep_sls_trials(release, imported):
 
 
 def test_train_and_evaluate_global_only_on_the_import(imported, tmp_path):
-    from training.evaluate import evaluate
-    from training.train import main as train_main
+    from training.eval.evaluate import evaluate
+    from training.loop.train import main as train_main
 
     run = tmp_path / "run"
     argv = ["--config", "faa", "--config", "sl_features", "--data", str(imported["store"]), "--out", str(run),

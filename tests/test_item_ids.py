@@ -1,11 +1,11 @@
-"""training.item_ids: list paths in the first VoxCeleb1 release's forms find the current items."""
+"""training.eval.item_ids: list paths in the first VoxCeleb1 release's forms find the current items."""
 
 import numpy as np
 import pytest
 
 from faa_core.protocols import Identity, Protocol
 from training.features import ItemTable
-from training.item_ids import LegacyIdSource
+from training.eval.item_ids import LegacyIdSource
 
 PROTO = Protocol("nagrani2018", {"id10001": Identity("id10001", "A.J._Buckley", "m", "USA", "train")})
 

@@ -11,8 +11,8 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from training.prepare import main as prepare_main  # noqa: E402
-from training.prepare import prepare_manifest  # noqa: E402
+from training.ingest.prepare import main as prepare_main  # noqa: E402
+from training.ingest.prepare import prepare_manifest  # noqa: E402
 from voxceleb_fixtures import build_world  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -11,7 +11,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from training.safe_pickle import PickleReadError, UnsafePickleError, safe_load, safe_loads
+from training.ingest.safe_pickle import PickleReadError, UnsafePickleError, safe_load, safe_loads
 
 
 def _data() -> dict:

@@ -1,4 +1,4 @@
-"""training.scoring: list-scale fusion scoring equals the model run pair by pair."""
+"""training.eval.scoring: list-scale fusion scoring equals the model run pair by pair."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.data import open_features
-from training.scoring import fusion_probabilities, score_pairs
-from training.trainer import model_config
+from training.loop.data import open_features
+from training.eval.scoring import fusion_probabilities, score_pairs
+from training.loop.trainer import model_config
 from training.config import load_config
 
 

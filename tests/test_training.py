@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from training.config import load_config
-from training.evaluate import evaluate
-from training.trainer import Trainer
+from training.eval.evaluate import evaluate
+from training.loop.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = [
@@ -123,7 +123,7 @@ def test_evaluate_report_and_dumps(tiny_world, tmp_path):
 
 def test_publish_puts_the_test_evaluation_and_notes_in_the_card(tiny_world, tmp_path):
     from faa_core.checkpoint import README_FILE, load_checkpoint
-    from training.publish import publish
+    from training.eval.publish import publish
 
     train(tiny_world, tmp_path / "run", rounds=1)
     report = evaluate(str(tmp_path / "run" / "best"), tiny_world, tmp_path / "eval")
@@ -141,8 +141,8 @@ def test_publish_puts_the_test_evaluation_and_notes_in_the_card(tiny_world, tmp_
 
 def test_prefetched_scoring_equals_list_by_list(tiny_world, tmp_path):
     from faa_core.checkpoint import load_checkpoint
-    from training.data import open_features
-    from training.evaluate import ModelScorer, evaluate_protocol, find_protocol
+    from training.loop.data import open_features
+    from training.eval.evaluate import ModelScorer, evaluate_protocol, find_protocol
 
     train(tiny_world, tmp_path / "run", rounds=1)
     model, _ = load_checkpoint(tmp_path / "run" / "best")
@@ -161,7 +161,7 @@ def test_prefetched_scoring_equals_list_by_list(tiny_world, tmp_path):
 
 def test_one_to_n_lists_score_the_correct_candidate_against_all_others(tmp_path):
     from training.features import ItemTable
-    from training.one_to_n import evaluate_one_to_n
+    from training.eval.one_to_n import evaluate_one_to_n
 
     voice = ItemTable(["v0", "v1"], ["a", "b"], ["p", "q"], ["test"] * 2)
     face = ItemTable(["f0", "f1", "f2"], ["a", "b", "c"], ["p", "q", "r"], ["test"] * 3)
@@ -223,7 +223,7 @@ def test_identity_link_trains_supervised_objectives_on_faces_without_videos(tiny
 def test_device_choice():
     import torch
 
-    from training.train import pick_device
+    from training.loop.train import pick_device
 
     assert pick_device("cpu") == "cpu"
     assert pick_device("auto") == ("cuda:0" if torch.cuda.is_available() else "cpu")

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .config import CONFIG_DIR, load_config
+from training.config import CONFIG_DIR, load_config
 
 # Columns of the table: (title, lists averaged into it). Lists missing from a report are skipped.
 COLUMNS = (
@@ -72,10 +72,10 @@ def _job(args: tuple) -> dict[str, Any]:
     torch.set_num_threads(threads)
     from faa_core.checkpoint import load_checkpoint
 
-    from .attention import attention_mass
-    from .data import open_features
-    from .evaluate import evaluate, find_protocol
-    from .trainer import Trainer
+    from training.eval.attention import attention_mass
+    from training.loop.data import open_features
+    from training.eval.evaluate import evaluate, find_protocol
+    from training.loop.trainer import Trainer
 
     run = Path(run)
     result_path = run / "result.json"
@@ -105,7 +105,7 @@ def _job(args: tuple) -> dict[str, Any]:
 
 
 def ensure_world(spec: dict[str, Any], out: Path) -> Path:
-    from .synth import build_world
+    from training.synth import build_world
 
     w = spec["world"]
     folder = out / f"world_{w['preset']}_{w.get('seed', 0)}"
@@ -118,8 +118,8 @@ def oracle_values(world: Path, out: Path) -> dict[str, float]:
     path = out / "oracle.json"
     if path.is_file():
         return json.loads(path.read_text())
-    from .data import open_features
-    from .evaluate import evaluate_protocol, find_protocol, oracle_scorer
+    from training.loop.data import open_features
+    from training.eval.evaluate import evaluate_protocol, find_protocol, oracle_scorer
 
     src = open_features(world)
     pairs, retrieval = oracle_scorer(world, src["voice"], src["face"])

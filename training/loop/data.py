@@ -19,11 +19,11 @@ def open_features(data_dir: str | Path) -> dict[str, Any]:
     """The voice and face feature sources of a data folder (stored or procedural world)."""
     root = Path(data_dir)
     if (root / "world.json").is_file() and not (root / "store.json").is_file():
-        from .synth import load_world
+        from training.synth import load_world
 
         world = load_world(root)
         return {"voice": world["voice"], "face": world["face"]}
-    from .features import FeatureStore
+    from training.features import FeatureStore
 
     store = FeatureStore(root)
     missing = {"voice", "face"} - set(store.modalities)

@@ -49,9 +49,9 @@ from faa_core.losses import (
 from faa_core.metrics import verification_auc
 from faa_core.model import FAAConfig, FAAModel
 
-from . import distributed as dist_utils
-from .data import IdentityLinked, PairBatch, PairSampler, VideoIndex, open_features
-from .scoring import embed_items, score_pairs, verification_trials
+from training.loop import distributed as dist_utils
+from training.loop.data import IdentityLinked, PairBatch, PairSampler, VideoIndex, open_features
+from training.eval.scoring import embed_items, score_pairs, verification_trials
 
 UNSUPERVISED = ("faa", "sl")
 
@@ -496,7 +496,7 @@ class Trainer:
         if not self.main:
             return summary
         (self.run / "summary.json").write_text(json.dumps(summary, indent=2))
-        from .plots import plot_training
+        from training.loop.plots import plot_training
 
         if (self.run / "metrics.jsonl").is_file():
             plot_training(self.run / "metrics.jsonl", self.run / "plots")

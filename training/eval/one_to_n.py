@@ -1,6 +1,6 @@
 """1:N matching lists (one query, the correct candidate, N-1 others), as SL's ``test_matching_10``.
 
-The Wen 2021 format only holds 1:2 trials, so ``training.import_sl`` writes
+The Wen 2021 format only holds 1:2 trials, so ``training.ingest.import_sl`` writes
 SL's 1:N trials to ``sl_match_{v2f,f2v}_*.txt`` next to the other lists: one
 trial per line, space-separated, the query first, then the correct candidate,
 then the others. A trial counts as correct when the correct candidate scores

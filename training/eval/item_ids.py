@@ -1,6 +1,6 @@
 """Protocol list paths -> feature items, accepting the first VoxCeleb1 release's path forms.
 
-Stores made by ``training.prepare``/``training.extract`` name items as the
+Stores made by ``training.ingest.prepare``/``training.ingest.extract`` name items as the
 current release does (``id10001/<video>/00001.wav``, face-track frames
 ``Name/1.6/<video>/<frame>.jpg``), but Nagrani et al.'s verification lists use
 the first release's forms (``Name/<video>_0000001.wav``, frames without the
@@ -16,7 +16,7 @@ import numpy as np
 
 from faa_core.protocols import Protocol
 
-from .media_index import legacy_face_path, legacy_voice_path
+from training.ingest.media_index import legacy_face_path, legacy_voice_path
 
 
 class LegacyIdSource:

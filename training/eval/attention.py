@@ -17,7 +17,7 @@ import torch
 
 from faa_core.model import FAAModel
 
-from .scoring import _tokens, embed_items
+from training.eval.scoring import _tokens, embed_items
 
 
 def _voiced_masks(truth: Path, voice_ids: np.ndarray, manifest_ids: np.ndarray) -> dict[str, np.ndarray]:

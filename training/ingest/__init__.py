@@ -1,0 +1,1 @@
+"""Real media in: manifests, the media index, preparation, feature extraction and Self-Lifting import."""
