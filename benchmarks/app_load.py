@@ -34,7 +34,6 @@ from typing import Any, Optional
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pipeline_latency import make_photos, make_speech  # noqa: E402  (same media as the pipeline benchmark)
 

@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 WORKER_ENV = "FAA_DDP_BENCH_WORKER"  # a worker's settings as JSON (torchrun parses options after the script)
 
 

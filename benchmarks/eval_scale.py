@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +30,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from faa_core.checkpoint import default_encoders, load_checkpoint, save_checkpoint  # noqa: E402
 from faa_core.model import FAAModel  # noqa: E402
