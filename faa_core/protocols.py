@@ -1,7 +1,7 @@
 """Readers (and a writer) for the trial lists of the voice-face evaluation protocols.
 
 Two published protocols are supported, in the exact file formats they were
-released in (see DESIGN.md section 3):
+released in (see docs/data.md):
 
 * **Wen 2021** (``read_wen2021``): ``vox1_{train,val,test}.csv`` identity tables,
   ``verify_*.txt`` pairs, ``match_*.txt`` 1:2 triplets and the two-line

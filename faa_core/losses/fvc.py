@@ -1,13 +1,13 @@
 """Face-voice contrastive (FVC) losses: the *align* stage of FAA and the SL baseline.
 
-Two cross-modal objectives over pseudo-labels are offered (DESIGN 2.2, "selectable"):
+Two cross-modal objectives over pseudo-labels are offered (docs/method.md):
 
 * :func:`fvc_infonce` — CLIP-style InfoNCE with a learnable temperature, generalised to
   several positives per anchor (every pair sharing the pseudo-label), SupCon-style.
   Pseudo-labels make same-cluster pairs in a batch common, and treating them as negatives
   would push apart exactly the items clustering says belong together.
 * :func:`fvc_multi_similarity` — Self-Lifting's Multi-Similarity loss on the concatenation
-  of both modalities (DESIGN 2.1).
+  of both modalities.
 """
 
 from __future__ import annotations

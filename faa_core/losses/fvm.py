@@ -3,7 +3,7 @@
 The multimodal encoder is trained as a binary classifier (same person / not). Easy negatives
 teach it nothing that cosine similarity does not already know, so negatives are drawn from the
 contrastive similarities, ALBEF-style: the more similar a face of *another* pseudo-label is to
-the voice, the likelier it is picked (DESIGN 2.2).
+the voice, the likelier it is picked (docs/method.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Wen et al. 2021, "Seeking the Shape of Sound" — the supervised baseline (DESIGN 2.3).
+"""Wen et al. 2021, "Seeking the Shape of Sound" — the supervised baseline (docs/method.md).
 
 The paper's summary gives the structure but not the formulas, so this module is the project's
 reading of it:

@@ -1,4 +1,4 @@
-"""The synthetic voice-face world: features with known ground truth (DESIGN.md section 4).
+"""The synthetic voice-face world: features with known ground truth (docs/synthetic_world.md).
 
 ``python -m training.synth --preset tiny --seed 0 --out DIR`` writes a world;
 ``load_world(DIR)`` opens it (``world["face"]``, ``world["voice"]`` are

@@ -1,4 +1,4 @@
-"""The generative model of the synthetic world (DESIGN.md section 4).
+"""The generative model of the synthetic world (overview: docs/synthetic_world.md).
 
 Real VoxCeleb media and pretrained encoders cannot be fetched on the build
 machines, so learning is shown on a world whose ground truth is known. It
