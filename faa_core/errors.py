@@ -57,7 +57,11 @@ class AudioTooLongError(AudioError):
 
 
 class SilentAudioError(AudioError):
-    """The recording has no audible signal."""
+    """The recording has no audible signal (silence, or a constant level with no variation)."""
+
+
+class SampleRateError(AudioError):
+    """The sample rate is too low to carry speech (or too high to be a real recording)."""
 
 
 class WeightsUnavailableError(FAAError, RuntimeError):

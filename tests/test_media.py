@@ -472,7 +472,7 @@ def test_check_audio_too_long():
         check_audio(_audio(_voice(3.0)), name="long.wav", max_seconds=2.0)
     assert "3.0 s" in str(info.value)
     with pytest.raises(AudioTooLongError):
-        check_audio(_audio(np.tile(_voice(1.0, 1000), 61), rate=1000))  # 61 s > default 60 s
+        check_audio(_audio(np.tile(_voice(1.0, 8000), 61), rate=8000))  # 61 s > default 60 s
 
 
 @pytest.mark.parametrize("kind", ["zeros", "noise"])
@@ -494,3 +494,139 @@ def test_check_audio_clipped_passes_with_warning():
 def test_check_audio_default_name():
     with pytest.raises(EmptyAudioError, match="the recording"):
         check_audio(_audio([]))
+
+
+# --------------------------------------------------------------------------- orientation and bit depth
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A phone photo stored sideways with Orientation=6 is read upright (the detector needs upright faces)."""
+    from media_fixtures import face_photo
+
+    upright = face_photo(320, 240, 150)
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what the sensor wrote: 240x320
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    path = tmp_path / "phone.jpg"
+    stored.save(path, format="JPEG", quality=95, exif=exif.tobytes())
+    for src in (path, path.read_bytes(), Image.open(path)):
+        img = load_image(src)
+        assert img.size == (320, 240)
+        diff = np.abs(np.asarray(img, dtype=int) - np.asarray(upright, dtype=int))
+        assert diff.mean() < 3.0  # JPEG noise only; unrotated it is not even the same shape
+
+
+def test_16bit_grayscale_png_is_scaled_not_saturated():
+    ramp = np.linspace(0, 65535, 64 * 64).round().astype(np.uint16).reshape(64, 64)
+    buf = io.BytesIO()
+    Image.fromarray(ramp).save(buf, format="PNG")
+    assert Image.open(io.BytesIO(buf.getvalue())).mode.startswith("I")
+    img = load_image(buf.getvalue())
+    arr = np.asarray(img)
+    expected = np.rint(ramp / 257.0).astype(np.uint8)
+    assert np.array_equal(arr[..., 0], expected) and np.array_equal(arr[..., 2], expected)
+    assert (arr == 255).mean() < 0.01  # convert("RGB") made 99.6% of these pixels 255
+
+
+@pytest.mark.parametrize(
+    "mode,values,expected",
+    [
+        ("I", [0, 100, 255], [0, 100, 255]),  # already 8-bit range: kept
+        ("I", [0, 32768, 65535], [0, 128, 255]),  # 16-bit range
+        ("I", [-100, 0, 100], [0, 128, 255]),  # anything else: stretched
+        ("F", [0.0, 0.5, 1.0], [0, 128, 255]),  # unit range
+        ("F", [0.0, 127.0, 255.0], [0, 127, 255]),
+    ],
+)
+def test_high_depth_modes_convert_by_value_range(mode, values, expected):
+    arr = np.repeat(np.array(values, dtype=np.float32 if mode == "F" else np.int32)[None], 16, axis=0)
+    arr = np.repeat(arr, 6, axis=1)  # 16 x 18
+    img = load_image(Image.fromarray(arr, mode=mode))
+    assert img.mode == "RGB"
+    assert np.asarray(img)[0, ::6, 1].tolist() == expected
+
+
+# --------------------------------------------------------------------------- meaningless or oversized audio
+
+
+@pytest.mark.parametrize("rate", [1, 100, 7999])
+def test_rates_below_8k_are_refused(rate):
+    from faa_core.errors import SampleRateError
+
+    with pytest.raises(SampleRateError, match=f"{rate} Hz.*8000 Hz"):
+        load_audio((rate, np.array([0.1, -0.2, 0.3], np.float32)), name="x")
+    with pytest.raises(SampleRateError, match="8000 Hz"):
+        check_audio(_audio(_voice(2.0, rate=8000), rate=rate))
+    load_audio((8000, _voice(2.0, rate=8000)))  # the minimum passes
+
+
+def test_rate_below_8k_in_a_file_is_refused(tmp_path):
+    from faa_core.errors import SampleRateError
+
+    path = tmp_path / "low.wav"
+    sf.write(str(path), np.array([0.1, -0.2, 0.3], np.float32), 1, subtype="FLOAT")
+    with pytest.raises(SampleRateError, match="low.wav is sampled at 1 Hz"):
+        load_audio(path)
+
+
+@pytest.mark.parametrize("level", [0.5, -0.25])
+def test_constant_level_is_refused(level):
+    x = np.full(3 * 16000, level, np.float32)
+    with pytest.raises(SilentAudioError, match="constant level") as info:
+        check_audio(_audio(x, rate=16000), name="dc.wav")
+    assert "dc.wav" in str(info.value)
+
+
+def test_duration_and_channels_checked_from_the_header(tmp_path, monkeypatch):
+    """A long file is refused before any frame is decoded; one within the limit decodes as before."""
+    path = tmp_path / "long.flac"
+    sf.write(str(path), np.zeros((61 * 8000, 2), np.float32), 8000, format="FLAC")
+    reads = []
+    real_read = sf.SoundFile.read
+    monkeypatch.setattr(sf.SoundFile, "read", lambda self, *a, **k: reads.append(a) or real_read(self, *a, **k))
+    with pytest.raises(AudioTooLongError, match=r"61\.0 s \(from its header\); the limit is 60 s"):
+        load_audio(path, max_seconds=60.0)
+    assert reads == []
+    assert load_audio(path, max_seconds=61.0).samples.shape == (61 * 8000,)
+    nine = tmp_path / "nine.wav"
+    sf.write(str(nine), np.zeros((8000, 9), np.float32), 8000)
+    with pytest.raises(UnsupportedMediaError, match="9 channels"):
+        load_audio(nine)
+
+
+def test_multichannel_file_is_mixed_block_by_block_like_a_full_read(tmp_path):
+    rng = np.random.default_rng(3)
+    x = (0.3 * rng.standard_normal((200_000, 3))).astype(np.float32)  # several decode blocks
+    path = tmp_path / "three.wav"
+    sf.write(str(path), x, 16000, subtype="FLOAT")
+    a = load_audio(path)
+    assert a.sample_rate == 16000
+    np.testing.assert_allclose(a.samples, x.mean(axis=1), rtol=0, atol=1e-7)
+
+
+def test_sixty_minute_flac_is_refused_within_memory(tmp_path):
+    """A small compressed file claiming an hour of 8 channels: refused from its header, peak RSS bounded."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "hour.flac"
+    with sf.SoundFile(str(path), "w", samplerate=8000, channels=8, format="FLAC") as f:
+        block = np.zeros((8000 * 60, 8), np.float32)
+        for _ in range(60):
+            f.write(block)
+    assert path.stat().st_size < 5 * 2**20
+    code = (
+        "import resource, sys\n"
+        "from faa_core.media import load_audio\n"
+        "from faa_core.errors import AudioTooLongError\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n"
+        "    load_audio(sys.argv[1], max_seconds=60.0)\n"
+        "except AudioTooLongError as exc:\n"
+        "    print('refused', exc)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].startswith("refused") and "3600.0 s (from its header)" in lines[0], out.stderr
+    assert int(lines[-1]) < 100  # MiB above the interpreter's own; it was 5.15 GiB before
