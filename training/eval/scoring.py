@@ -128,24 +128,50 @@ def score_pairs(
 
 
 def verification_trials(voice: Any, face: Any, split: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Balanced random (voice, face, label) trials among items of one split with known identities."""
+    """Balanced random (voice, face, label) trials among items of one split with known identities.
+
+    A positive pairs a voice with a face of the same person from *another*
+    video, as in the evaluation lists: a face from the voice's own video
+    shares its background and microphone, which would let a model that
+    learnt the per-video nuisance score well. Negatives pair a face of a
+    uniformly drawn other identity. Only voices whose person has a face in
+    another video take part, so every trial can be either kind.
+    """
     rng = np.random.default_rng(seed)
     v_items = np.flatnonzero((np.asarray(voice.splits) == split) & (np.asarray(voice.identities) != ""))
     f_items = np.flatnonzero((np.asarray(face.splits) == split) & (np.asarray(face.identities) != ""))
     if len(v_items) == 0 or len(f_items) == 0:
         raise ValueError(f"no {split} items with known identities to validate on")
     f_ident = np.asarray(face.identities)[f_items].astype(str)
-    order = np.argsort(f_ident, kind="stable")
+    f_video = np.asarray(face.videos)[f_items].astype(str)
+    order = np.lexsort((f_video, f_ident))  # by identity, then video: a video's faces are one block of its person's
     uniq, starts, counts = np.unique(f_ident[order], return_index=True, return_counts=True)
     if len(uniq) < 2:
         raise ValueError(f"the {split} split needs at least two identities")
-    vs = rng.choice(v_items, size=n)
-    v_ident = np.asarray(voice.identities)[vs].astype(str)
-    pos = np.searchsorted(uniq, v_ident)
-    has_face = (pos < len(uniq)) & (uniq[np.minimum(pos, len(uniq) - 1)] == v_ident)
-    vs, v_ident, pos = vs[has_face], v_ident[has_face], pos[has_face]
+    key_ident, key_video = f_ident[order], f_video[order]
+    pairs = np.char.add(np.char.add(key_ident, "\x00"), key_video)  # sorted like order
+    v_ident_all = np.asarray(voice.identities)[v_items].astype(str)
+    v_key = np.char.add(np.char.add(v_ident_all, "\x00"), np.asarray(voice.videos)[v_items].astype(str))
+    pos_all = np.searchsorted(uniq, v_ident_all)
+    has_face = (pos_all < len(uniq)) & (uniq[np.minimum(pos_all, len(uniq) - 1)] == v_ident_all)
+    # the block of faces from the voice's own video, to step over
+    own_lo = np.searchsorted(pairs, v_key, side="left")
+    own_n = np.searchsorted(pairs, v_key, side="right") - own_lo
+    others = np.where(has_face, counts[np.minimum(pos_all, len(uniq) - 1)] - own_n, 0)
+    ok = others > 0
+    if not ok.any():
+        raise ValueError(f"no {split} voice has a face of the same person from another video to validate on "
+                         "(validation positives must not share the voice's video)")
+    v_items, own_lo, own_n, others, pos_all = v_items[ok], own_lo[ok], own_n[ok], others[ok], pos_all[ok]
+    pick = rng.integers(0, len(v_items), size=n)
+    vs = v_items[pick]
+    pos, own_lo, own_n, others = pos_all[pick], own_lo[pick], own_n[pick], others[pick]
     labels = (np.arange(len(vs)) % 2 == 0).astype(np.int8)
-    other = (pos + 1 + (rng.random(len(vs)) * (len(uniq) - 1)).astype(np.int64)) % len(uniq)
-    group = np.where(labels == 1, pos, other)
-    fs = f_items[order[starts[group] + (rng.random(len(vs)) * counts[group]).astype(np.int64)]]
+    other_id = (pos + 1 + (rng.random(len(vs)) * (len(uniq) - 1)).astype(np.int64)) % len(uniq)
+    # positives: uniform among the person's faces outside the voice's video (offset steps over that block)
+    offset = (rng.random(len(vs)) * others).astype(np.int64)
+    offset += np.where(starts[pos] + offset >= own_lo, own_n, 0)
+    neg_offset = (rng.random(len(vs)) * counts[other_id]).astype(np.int64)
+    row = np.where(labels == 1, starts[pos] + offset, starts[other_id] + neg_offset)
+    fs = f_items[order[row]]
     return vs, fs, labels

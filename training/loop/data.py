@@ -93,40 +93,67 @@ class VideoIndex:
 class PairSampler:
     """Draws (voice, face) positive pairs of a step from labelled videos.
 
-    Each pair starts from a random labelled video and takes one of its voice
-    items; its face comes from a *different* video with the same label when
-    ``diverse`` is on (so the pair shares no background, clothes or
-    microphone), from the same video otherwise.
+    Each pair starts from a random labelled video (the anchor) and takes one
+    of its voice items; its face comes from a *different* video with the same
+    label when ``diverse`` is on (so the pair shares no background, clothes
+    or microphone), drawn uniformly among the label's other videos, or from
+    the anchor itself when ``diverse`` is off.
+
+    A video alone in its label has no other video to pair with. With
+    ``singletons="skip"`` (the default) such videos are not drawn as anchors
+    while any label has two videos or more: a same-video pair would teach the
+    per-video nuisance that diverse positives exist to avoid. With
+    ``singletons="same_video"`` they are drawn and keep a same-video positive.
+    When every label holds one video (e.g. identity-linked photos, where the
+    "video" is the person) same-video pairs are the only ones there are.
+    ``singleton_videos`` counts the labelled videos alone in their label, and
+    ``same_video_pairs`` the pairs drawn so far whose positive shares the
+    anchor's video although diversity was asked for -- for the training log.
     """
 
-    def __init__(self, index: VideoIndex, video_labels: np.ndarray, diverse: bool) -> None:
+    SINGLETONS = ("skip", "same_video")
+
+    def __init__(self, index: VideoIndex, video_labels: np.ndarray, diverse: bool, singletons: str = "skip") -> None:
+        if singletons not in self.SINGLETONS:
+            raise ValueError(f"singletons must be one of {self.SINGLETONS}, got {singletons!r}")
         self.index = index
         self.labels = np.asarray(video_labels, dtype=np.int64)
         self.diverse = diverse
+        self.singletons = singletons
         self.labelled = np.flatnonzero(self.labels >= 0)
         if len(self.labelled) == 0:
             raise ValueError("no labelled video to sample from")
         order = self.labelled[np.argsort(self.labels[self.labelled], kind="stable")]
-        _, starts, counts = np.unique(self.labels[order], return_index=True, return_counts=True)
+        uniq, starts, counts = np.unique(self.labels[order], return_index=True, return_counts=True)
         self.by_label = order
-        pos = np.searchsorted(np.unique(self.labels[order]), self.labels[order])
+        pos = np.searchsorted(uniq, self.labels[order])
         self.group_start = np.zeros(len(self.labels), dtype=np.int64)
         self.group_count = np.ones(len(self.labels), dtype=np.int64)
         self.group_start[order] = starts[pos]
         self.group_count[order] = counts[pos]
+        # each labelled video's position inside its label group (by_label[group_start + position] is itself)
+        self.group_position = np.zeros(len(self.labels), dtype=np.int64)
+        self.group_position[order] = np.arange(len(order)) - starts[pos]
+        alone = self.group_count[self.labelled] == 1
+        self.singleton_videos = int(alone.sum()) if diverse else 0
+        if diverse and singletons == "skip" and not alone.all():
+            self.labelled = self.labelled[~alone]
+        self.same_video_pairs = 0
 
     def sample(self, batch: int, rng: np.random.Generator) -> PairBatch:
+        """``batch`` positive pairs; the draws depend only on ``rng``."""
         idx = self.index
         vids = rng.choice(self.labelled, size=batch, replace=len(self.labelled) < batch)
         voice = idx.voice_sorted[idx.voice_start[vids] + (rng.random(batch) * idx.voice_count[vids]).astype(np.int64)]
         face_vids = vids
         if self.diverse:
             start, count = self.group_start[vids], self.group_count[vids]
-            # a uniformly drawn other member of the same label group (itself when it is alone)
+            # uniform over the count - 1 other members: draw an offset among them and step over the anchor
             offset = (rng.random(batch) * np.maximum(count - 1, 1)).astype(np.int64)
-            members = self.by_label[start + offset]
-            other = self.by_label[start + np.minimum(offset + 1, count - 1)]
-            face_vids = np.where(count == 1, vids, np.where(members == vids, other, members))
+            offset += offset >= self.group_position[vids]
+            alone = count == 1
+            face_vids = np.where(alone, vids, self.by_label[start + np.where(alone, 0, offset)])
+            self.same_video_pairs += int(alone.sum())
         face = idx.face_sorted[idx.face_start[face_vids] + (rng.random(batch) * idx.face_count[face_vids]).astype(np.int64)]
         return PairBatch(voice_items=voice, face_items=face, labels=self.labels[vids])
 
