@@ -42,6 +42,14 @@ class DetectedFace:
 
 
 @dataclass
+class ImageDetections:
+    """What :meth:`FaceEncoder.detect_batch` found in one image: its faces, or why it could not be searched."""
+
+    faces: list[DetectedFace]
+    error: Exception | None = None
+
+
+@dataclass
 class FaceFeatures:
     """Encoder output for N faces."""
 
@@ -103,11 +111,20 @@ class FaceEncoder:
     @torch.inference_mode()
     def detect(self, image: Image.Image) -> list[DetectedFace]:
         """All faces above the probability threshold, left to right."""
+        small, scale = self._detection_copy(image)
+        boxes, probs = self.detector.detect(small)
+        return self._faces_from(image, boxes, probs, scale)
+
+    def _detection_copy(self, image: Image.Image) -> tuple[Image.Image, float]:
+        """The copy MTCNN sees (shrunk to ``detect_max_side``) and its scale; shared by detect and detect_batch."""
         scale = min(1.0, self.detect_max_side / max(image.width, image.height))
         small = image
         if scale < 1.0:
             small = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
-        boxes, probs = self.detector.detect(small)
+        return small, scale
+
+    def _faces_from(self, image: Image.Image, boxes: Any, probs: Any, scale: float) -> list[DetectedFace]:
+        """MTCNN's raw boxes on the copy -> the kept faces of ``image`` with their crops, left to right."""
         if boxes is None:
             return []
         boxes = np.asarray(boxes, dtype=float).reshape(-1, 4) / scale
@@ -119,6 +136,43 @@ class FaceEncoder:
         ]
         faces.sort(key=lambda f: (f.box[0], f.box[1]))
         return faces
+
+    @torch.inference_mode()
+    def detect_batch(self, images: Sequence[Image.Image]) -> list[ImageDetections]:
+        """:meth:`detect` for several images, one MTCNN call per group of equal detection size.
+
+        Why: extraction and multi-photo requests detect many images; MTCNN runs a
+        same-size batch in one pass. Each image gets exactly the faces and crops
+        :meth:`detect` would give it (same copy, same filtering, same crop
+        function), and a failure is confined to its image: a group whose batched
+        call fails is retried image by image, and each entry carries either the
+        faces or the error.
+        """
+        out: list[ImageDetections | None] = [None] * len(images)
+        groups: dict[tuple[int, int], list[tuple[int, Image.Image, float]]] = {}
+        for i, image in enumerate(images):
+            try:
+                small, scale = self._detection_copy(image)
+            except Exception as exc:  # the image's problem, not the batch's
+                out[i] = ImageDetections([], exc)
+                continue
+            groups.setdefault(small.size, []).append((i, small, scale))
+        for members in groups.values():
+            raw = None
+            if len(members) > 1:
+                try:
+                    raw = self.detector.detect([small for _, small, _ in members])
+                except Exception:  # one image spoils the batch: fall back to one call per image below
+                    raw = None
+            for k, (i, _, scale) in enumerate(members):
+                try:
+                    if raw is None:
+                        out[i] = ImageDetections(self.detect(images[i]))
+                    else:
+                        out[i] = ImageDetections(self._faces_from(images[i], raw[0][k], raw[1][k], scale))
+                except Exception as exc:  # the image's problem, not the batch's
+                    out[i] = ImageDetections([], exc)
+        return [r for r in out if r is not None]
 
     def embed_image(self, image: Any, name: str | None = None) -> tuple[list[DetectedFace], FaceFeatures | None]:
         """Path / bytes / PIL image / array -> every face in it and their features (None if no face)."""
