@@ -17,9 +17,13 @@ from faa_core.losses import (
     fvm_loss,
     multi_similarity_loss,
     sample_hard_negatives,
+    WenCurriculum,
+    wen2021_loss,
+    wen_cross_logit_loss,
     wen_global_loss,
-    wen_local_loss,
-    wen_two_level_loss,
+    wen_variant_global_loss,
+    wen_variant_local_loss,
+    wen_variant_loss,
 )
 
 
@@ -415,24 +419,158 @@ def test_fvm_loss_value_errors(pos, neg, match) -> None:
 
 
 # ----------------------------------------------------------------------------------------
-# Wen et al. 2021
+# Wen et al. 2021 as their code computes it (wen2021)
 # ----------------------------------------------------------------------------------------
 
 
-def test_wen_global_hand_computed() -> None:
+def test_wen_global_unnormalised_shared_classifier_summed() -> None:
     w = _t([[1.0, 0.0], [0.0, 1.0]])
-    loss = wen_global_loss(_t([[1.0, 0.0]]), _t([[0.6, 0.8]]), torch.tensor([0]), w, scale=2.0)
+    # unnormalised: voice [2, 0] gives logits [2, 0]; face [0, 1] gives logits [0, 1] for class 0
+    loss = wen_global_loss(_t([[2.0, 0.0]]), _t([[0.0, 1.0]]), torch.tensor([0]), w)
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(-2.0)) + math.log(1 + math.exp(1.0)), abs=1e-12)
+
+
+def test_wen_global_scaled_by_batch_mean_weight_and_fallback() -> None:
+    w = _t([[1.0, 0.0], [0.0, 1.0]])
+    voice, face = [[1.0, 0.0], [0.5, 0.5]], [[0.6, 0.8], [0.0, 2.0]]
+    ids = torch.tensor([0, 1])
+    mean_ce = (_ce(voice[0], 0) + _ce(voice[1], 1)) / 2 + (_ce(face[0], 0) + _ce(face[1], 1)) / 2
+    loss = wen_global_loss(_t(voice), _t(face), ids, w, sample_weight=torch.tensor([1.0, 3.0], dtype=torch.float64))
+    assert loss.item() == pytest.approx(2.0 * mean_ce, abs=1e-12)  # mean of the batch's weights (1 + 3) / 2
+    zero = wen_global_loss(_t(voice), _t(face), ids, w, sample_weight=torch.zeros(2, dtype=torch.float64))
+    assert zero.item() == pytest.approx(mean_ce, abs=1e-12)  # weights summing below 1e-3 become w + 1
+
+
+def test_wen_cross_logit_hand_computed() -> None:
+    voice, face = _t([[2.0, 0.0], [0.0, 1.0]]), _t([[1.0, 0.0], [0.0, 3.0]])
+    loss = wen_cross_logit_loss(voice, face, torch.tensor([0, 1]))
+    lg = lambda x: math.log(5.4 + math.exp(x))
+    # voice anchors (raw) against normalised faces: gaps -2 and -1; face anchors against voices: -1 and -3
+    expected = 0.5 * (0.5 * (lg(-2.0) + lg(-1.0)) + 0.5 * (lg(-1.0) + lg(-3.0)))
+    assert loss.item() == pytest.approx(expected, abs=1e-12)
+
+
+def _cross_logit_reference(anchor: list[list[float]], other: list[list[float]]) -> list[float]:
+    """Wen's cross logit as written in their code: log(1 + sum_j exp((1 - [i == j]) (d_ij - d_ii)) + 3.4)."""
+    def unit(e):
+        n = math.sqrt(sum(x * x for x in e))
+        return [x / n for x in e]
+
+    o = [unit(e) for e in other]
+    out = []
+    for i, a in enumerate(anchor):
+        d = [_dot(a, o[j]) for j in range(len(o))]
+        out.append(math.log(1 + sum(math.exp(0.0 if i == j else d[j] - d[i]) for j in range(len(o))) + 3.4))
+    return out
+
+
+def test_wen_cross_logit_matches_reference_and_weights() -> None:
+    g = torch.Generator().manual_seed(3)
+    v = torch.randn(5, 3, generator=g, dtype=torch.float64) * 2
+    f = torch.randn(5, 3, generator=g, dtype=torch.float64) * 2
+    ids = torch.tensor([3, 0, 1, 4, 2])
+    cw = torch.tensor([0.5, 2.0, 0.0, 1.0, 1.5], dtype=torch.float64)
+    ref_v = _cross_logit_reference(v.tolist(), f.tolist())
+    ref_f = _cross_logit_reference(f.tolist(), v.tolist())
+    per = [cw[k].item() * 0.5 * (a + b) for k, a, b in zip(ids.tolist(), ref_v, ref_f)]
+    got = wen_cross_logit_loss(v, f, ids, sample_weight=cw, reduction="none")
+    assert got.tolist() == pytest.approx(per, abs=1e-12)
+    assert got[4].item() == 0.0  # identity 2 has weight 0: no loss of its own (it stays a candidate)
+    assert wen_cross_logit_loss(v, f, ids, sample_weight=cw).item() == pytest.approx(sum(per) / 5, abs=1e-12)
+
+
+def test_wen_cross_logit_leaves_out_same_identity_columns() -> None:
+    v, f = _t([[1.0, 0.0], [0.0, 1.0]]), _t([[1.0, 0.0], [0.0, 1.0]])
+    assert wen_cross_logit_loss(v, f, torch.tensor([7, 7])).item() == pytest.approx(math.log(5.4), abs=1e-12)
+
+
+def test_wen2021_loss_is_global_plus_local_and_reports_ce() -> None:
+    g = torch.Generator().manual_seed(4)
+    v = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    f = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    w = torch.randn(3, 3, generator=g, dtype=torch.float64)
+    ids, sw = torch.tensor([0, 2, 1, 2]), torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
+    loss, per = wen2021_loss(v, f, ids, w, sw)
+    assert loss.item() == pytest.approx((wen_global_loss(v, f, ids, w, sw) + wen_cross_logit_loss(v, f, ids, sw)).item(), abs=1e-12)
+    expected = [_ce((v[i] @ w.T).tolist(), k) + _ce((f[i] @ w.T).tolist(), k) for i, k in enumerate(ids.tolist())]
+    assert per.tolist() == pytest.approx(expected, abs=1e-12)
+    assert not per.requires_grad
+
+
+def test_wen_curriculum_hand_computed() -> None:
+    cur = WenCurriculum(10, add_fraction=0.2, decay=0.5)
+    assert cur.weights().tolist() == [1.0] * 10  # before the first update: everyone, weight 1
+    cur.observe(torch.arange(10), torch.arange(10, dtype=torch.float64))  # identity k: loss k
+    assert cur.running_loss[3].item() == pytest.approx(0.9 * 14.0 + 0.1 * 3.0)
+    assert cur.update() and cur.ratio == 0.5  # the easiest half
+    assert cur.weights().tolist() == pytest.approx([2.0] * 5 + [0.0] * 5)
+    assert cur.update() and cur.ratio == pytest.approx(0.7)  # + the next-easiest 2; those in decay
+    assert cur.weights().tolist() == pytest.approx([0.5 * 10 / 4.5] * 5 + [10 / 4.5] * 2 + [0.0] * 3)
+    assert cur.update() and cur.ratio == pytest.approx(0.9)
+    assert not cur.update()  # 90% in: the hardest stays out
+    assert cur.weights().tolist() == pytest.approx([0.25 * 10 / 4.25] * 5 + [0.5 * 10 / 4.25] * 2 + [10 / 4.25] * 2 + [0.0])
+
+
+def test_wen_curriculum_wen_constants_on_924_identities() -> None:
+    cur = WenCurriculum(924)
+    cur.observe(torch.arange(924), torch.linspace(0.0, 9.0, 924, dtype=torch.float64))
+    steps = [s for s in range(2400) if cur.due(s)]
+    assert steps[:2] == [500, 600] and len(steps) == 19
+    done = [cur.update() for _ in steps]
+    assert sum(done) == 18  # the half, then 17 additions of int(0.024 * 924) = 22
+    assert int((cur.weight > 0).sum()) == 462 + 17 * 22 == 836  # 90.5%: the hardest 88 never join
+    w = cur.weights()
+    assert w.mean().item() == pytest.approx(1.0, abs=1e-6)
+    assert w[0].item() / w[835].item() == pytest.approx(0.99 ** 17, rel=1e-6)  # first in, decayed 17 times
+    cur.freeze()
+    assert not cur.due(2500) and not cur.update()
+    other = WenCurriculum(924)
+    other.load_state_dict(cur.state_dict())
+    assert torch.equal(other.weights(), w) and other.frozen
+
+
+def test_wen_curriculum_duplicates_averaged_and_errors() -> None:
+    cur = WenCurriculum(3)
+    cur.observe(torch.tensor([0, 0, 1]), torch.tensor([1.0, 3.0, 5.0]))
+    assert cur.running_loss.tolist() == pytest.approx([0.9 * 14 + 0.2, 0.9 * 14 + 0.5, 14.0])
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        cur.observe(torch.tensor([3]), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="NaN"):
+        cur.observe(torch.tensor([0]), torch.tensor([float("nan")]))
+    with pytest.raises(ValueError, match="num_identities"):
+        WenCurriculum(0)
+    with pytest.raises(ValueError, match="start_fraction"):
+        WenCurriculum(3, start_fraction=0.0)
+    with pytest.raises(ValueError, match="identities"):
+        WenCurriculum(4).load_state_dict(cur.state_dict())
+
+
+def test_wen_global_errors() -> None:
+    with pytest.raises(ValueError, match="dimension 5"):
+        wen_global_loss(torch.ones(2, 4), torch.ones(2, 4), torch.tensor([0, 1]), torch.ones(3, 5))
+    with pytest.raises(ValueError, match="reduction"):
+        wen_cross_logit_loss(torch.ones(2, 4), torch.ones(2, 4), torch.tensor([0, 1]), reduction="sum")
+
+
+# ----------------------------------------------------------------------------------------
+# Wen et al. 2021: the project variant (wen2021_variant)
+# ----------------------------------------------------------------------------------------
+
+
+def test_wen_variant_global_hand_computed() -> None:
+    w = _t([[1.0, 0.0], [0.0, 1.0]])
+    loss = wen_variant_global_loss(_t([[1.0, 0.0]]), _t([[0.6, 0.8]]), torch.tensor([0]), w, scale=2.0)
     # voice logits [2, 0] -> log(1 + e^-2); face logits [1.2, 1.6] -> log(1 + e^0.4)
     expected = 0.5 * (math.log(1 + math.exp(-2.0)) + math.log(1 + math.exp(0.4)))
     assert loss.item() == pytest.approx(expected, abs=1e-12)
 
 
-def test_wen_global_weighted() -> None:
+def test_wen_variant_global_weighted() -> None:
     w = _t([[1.0, 0.0], [0.0, 1.0]])
     voice = [[1.0, 0.0], [0.5, 0.5]]
     face = [[0.6, 0.8], [0.0, 1.0]]
     weights = [1.0, 3.0]
-    loss = wen_global_loss(_t(voice), _t(face), torch.tensor([0, 1]), w, sample_weight=_t([weights])[0])
+    loss = wen_variant_global_loss(_t(voice), _t(face), torch.tensor([0, 1]), w, sample_weight=_t([weights])[0])
     ces = [_ce(voice[0], 0), _ce(face[0], 0), _ce(voice[1], 1), _ce(face[1], 1)]
     expected = (ces[0] + ces[1] + 3 * (ces[2] + ces[3])) / (2 * 1 + 2 * 3)
     assert loss.item() == pytest.approx(expected, abs=1e-12)
@@ -456,46 +594,46 @@ def _local_reference(voice, face, ids, weights, margin, scale) -> float:
     return num / (2 * sum(weights))
 
 
-def test_wen_local_hand_computed() -> None:
+def test_wen_variant_local_hand_computed() -> None:
     eye = [[1.0, 0.0], [0.0, 1.0]]
-    loss = wen_local_loss(_t(eye), _t(eye), torch.tensor([0, 1]), scale=1.0)
+    loss = wen_variant_local_loss(_t(eye), _t(eye), torch.tensor([0, 1]), scale=1.0)
     assert loss.item() == pytest.approx(math.log(1 + math.exp(-1.0)), abs=1e-12)
-    loss_m = wen_local_loss(_t(eye), _t(eye), torch.tensor([0, 1]), scale=1.0, margin=0.5)
+    loss_m = wen_variant_local_loss(_t(eye), _t(eye), torch.tensor([0, 1]), scale=1.0, margin=0.5)
     assert loss_m.item() == pytest.approx(math.log(1 + math.exp(-0.5)), abs=1e-12)
 
 
-def test_wen_local_weighted_matches_reference() -> None:
+def test_wen_variant_local_weighted_matches_reference() -> None:
     voice = [[1.0, 0.2], [0.1, 1.0], [0.7, 0.7], [-1.0, 0.3]]
     face = [[0.9, 0.1], [0.3, 1.0], [1.0, 0.0], [-0.5, -0.5]]
     ids = [0, 1, 0, 2]
     cw = [0.5, 2.0, 1.5]
     weights = [cw[k] for k in ids]
-    loss = wen_local_loss(_t(voice), _t(face), torch.tensor(ids), sample_weight=_t([cw])[0], margin=0.2, scale=5.0)
+    loss = wen_variant_local_loss(_t(voice), _t(face), torch.tensor(ids), sample_weight=_t([cw])[0], margin=0.2, scale=5.0)
     assert loss.item() == pytest.approx(_local_reference(voice, face, ids, weights, 0.2, 5.0), abs=1e-10)
 
 
-def test_wen_two_level_is_sum() -> None:
+def test_wen_variant_two_level_is_sum() -> None:
     v, f = _unit(6, 4, 30), _unit(6, 4, 31)
     ids = torch.tensor([0, 1, 2, 0, 1, 3])
     w = _unit(4, 4, 32)
     sw = torch.tensor([1.0, 0.5, 2.0, 1.0], dtype=torch.float64)
-    total = wen_two_level_loss(v, f, ids, w, sample_weight=sw, local_weight=0.5, scale=3.0, local_scale=8.0, margin=0.1)
-    g = wen_global_loss(v, f, ids, w, sample_weight=sw, scale=3.0)
-    loc = wen_local_loss(v, f, ids, sample_weight=sw, scale=8.0, margin=0.1)
+    total = wen_variant_loss(v, f, ids, w, sample_weight=sw, local_weight=0.5, scale=3.0, local_scale=8.0, margin=0.1)
+    g = wen_variant_global_loss(v, f, ids, w, sample_weight=sw, scale=3.0)
+    loc = wen_variant_local_loss(v, f, ids, sample_weight=sw, scale=8.0, margin=0.1)
     assert total.item() == pytest.approx((g + 0.5 * loc).item(), abs=1e-12)
 
 
 @pytest.mark.parametrize("which", ["global", "local", "two_level"])
-def test_wen_zero_weight_removes_identity(which: str) -> None:
+def test_wen_variant_zero_weight_removes_identity(which: str) -> None:
     v = _unit(6, 4, 40).requires_grad_(True)
     f = _unit(6, 4, 41).requires_grad_(True)
     w = _unit(3, 4, 42).requires_grad_(True)
     ids = torch.tensor([0, 1, 2, 1, 0, 2])
     sw = torch.tensor([1.0, 0.0, 2.0], dtype=torch.float64)
     fns = {
-        "global": lambda v_, f_, i_, s_: wen_global_loss(v_, f_, i_, w, sample_weight=s_, scale=4.0),
-        "local": lambda v_, f_, i_, s_: wen_local_loss(v_, f_, i_, sample_weight=s_),
-        "two_level": lambda v_, f_, i_, s_: wen_two_level_loss(v_, f_, i_, w, sample_weight=s_, scale=4.0),
+        "global": lambda v_, f_, i_, s_: wen_variant_global_loss(v_, f_, i_, w, sample_weight=s_, scale=4.0),
+        "local": lambda v_, f_, i_, s_: wen_variant_local_loss(v_, f_, i_, sample_weight=s_),
+        "two_level": lambda v_, f_, i_, s_: wen_variant_loss(v_, f_, i_, w, sample_weight=s_, scale=4.0),
     }
     loss = fns[which](v, f, ids, sw)
     loss.backward()
@@ -510,24 +648,24 @@ def test_wen_zero_weight_removes_identity(which: str) -> None:
     assert loss.item() == pytest.approx(sub.item(), abs=1e-12)
 
 
-def test_wen_all_zero_weights_give_zero_with_grad() -> None:
+def test_wen_variant_all_zero_weights_give_zero_with_grad() -> None:
     v = _unit(3, 4, 50).requires_grad_(True)
     f = _unit(3, 4, 51).requires_grad_(True)
     w = _unit(2, 4, 52).requires_grad_(True)
     sw = torch.zeros(2, dtype=torch.float64)
-    loss = wen_two_level_loss(v, f, torch.tensor([0, 1, 0]), w, sample_weight=sw)
+    loss = wen_variant_loss(v, f, torch.tensor([0, 1, 0]), w, sample_weight=sw)
     assert loss.item() == 0.0
     loss.backward()
     assert torch.equal(v.grad, torch.zeros_like(v))
 
 
-def test_wen_gradients_finite_float32() -> None:
+def test_wen_variant_gradients_finite_float32() -> None:
     g = torch.Generator().manual_seed(60)
     v = F.normalize(torch.randn(16, 8, generator=g), dim=1).requires_grad_(True)
     f = F.normalize(torch.randn(16, 8, generator=g), dim=1).requires_grad_(True)
     w = torch.randn(5, 8, generator=g, requires_grad=True)
     ids = torch.randint(0, 5, (16,), generator=g)
-    wen_two_level_loss(v, f, ids, w, scale=10.0).backward()
+    wen_variant_loss(v, f, ids, w, scale=10.0).backward()
     _assert_finite_grads(v, f, w)
 
 
@@ -549,13 +687,13 @@ def test_wen_gradients_finite_float32() -> None:
         (dict(scale=0.0), "scale"),
     ],
 )
-def test_wen_global_value_errors(kwargs, match) -> None:
+def test_wen_variant_global_value_errors(kwargs, match) -> None:
     args = dict(
         voice=torch.ones(2, 4), face=torch.ones(2, 4), identity=torch.tensor([0, 1]), classifier_weight=torch.ones(3, 4)
     )
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
-        wen_global_loss(**args)
+        wen_variant_global_loss(**args)
 
 
 @pytest.mark.parametrize(
@@ -567,16 +705,16 @@ def test_wen_global_value_errors(kwargs, match) -> None:
         (dict(face=torch.ones(3, 4)), "same shape"),
     ],
 )
-def test_wen_local_value_errors(kwargs, match) -> None:
+def test_wen_variant_local_value_errors(kwargs, match) -> None:
     args = dict(voice=torch.ones(2, 4), face=torch.ones(2, 4), identity=torch.tensor([0, 1]))
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
-        wen_local_loss(**args)
+        wen_variant_local_loss(**args)
 
 
-def test_wen_two_level_value_errors() -> None:
+def test_wen_variant_two_level_value_errors() -> None:
     with pytest.raises(ValueError, match="local_weight"):
-        wen_two_level_loss(torch.ones(2, 4), torch.ones(2, 4), torch.tensor([0, 1]), torch.ones(2, 4), local_weight=-1.0)
+        wen_variant_loss(torch.ones(2, 4), torch.ones(2, 4), torch.tensor([0, 1]), torch.ones(2, 4), local_weight=-1.0)
 
 
 # ----------------------------------------------------------------------------------------
@@ -633,7 +771,7 @@ def test_reweighter_state_dict_roundtrip_and_use_in_loss() -> None:
     assert w[3] == 0.0  # floor(0.3 * 4) = 1 dropped: the hardest
     v = _unit(4, 3, 70).float().requires_grad_(True)
     f = _unit(4, 3, 71).float().requires_grad_(True)
-    loss = wen_two_level_loss(v, f, torch.arange(4), torch.randn(4, 3), sample_weight=w)
+    loss = wen_variant_loss(v, f, torch.arange(4), torch.randn(4, 3), sample_weight=w)
     loss.backward()
     _assert_finite_grads(v, f)
     assert torch.equal(v.grad[3], torch.zeros(3))

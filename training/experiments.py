@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from faa_core.fileio import atomic_write_text
 from training.config import CONFIG_DIR, load_config
 
 # Columns of the table: (title, lists averaged into it). Lists missing from a report are skipped.
@@ -98,9 +99,7 @@ def _job(args: tuple) -> dict[str, Any]:
         v, f = src["voice"].index([str(i) for i in vl.voices]), src["face"].index([str(i) for i in vl.faces])
         result["attention"] = attention_mass(model, world, src["voice"], src["face"], v, f)
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    tmp = result_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, result_path)
+    atomic_write_text(result_path, json.dumps(result, indent=2))
     return result
 
 

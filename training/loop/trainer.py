@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import weakref
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from faa_core.checkpoint import default_encoders, save_checkpoint
+from faa_core.fileio import atomic_torch_save
 from faa_core.clustering import ProgressiveClusterSchedule, cluster_purity, dual_modality_pooling, kmeans, nmi
 from faa_core.losses import (
     IdentityReweighter,
@@ -69,12 +69,6 @@ def model_config(cfg: dict[str, Any], voice, face) -> FAAConfig:
         face_grid=tuple(grid),
         **m,
     )
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 class _StepModule(torch.nn.Module):
@@ -227,7 +221,7 @@ class Trainer:
         }
         if self.objective == "wen2021":
             saved["reweighter"] = self.reweighter.state_dict()
-        _atomic_torch_save(saved, self.state_path)
+        atomic_torch_save(saved, self.state_path)
 
     # -- labels ----------------------------------------------------------------
     def round_labels(self, rnd: int) -> tuple[np.ndarray, dict[str, Any]]:
