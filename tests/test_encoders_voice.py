@@ -183,3 +183,61 @@ def test_embed_audio_checks_and_resamples(voice_encoder, speech_wav):
     assert torch.allclose(from_file.embedding, from_pair.embedding, atol=1e-5)
     with pytest.raises(SilentAudioError):
         voice_encoder.embed_audio(np.zeros(32000, np.float32), sample_rate=16000)
+
+
+# --------------------------------------------------------------------------- resampling in bounded memory
+
+
+@pytest.mark.parametrize("rate", [8000, 11025, 22050, 32000, 44100, 48000, 96000])
+def test_common_rates_resample_exactly_as_torchaudio(rate):
+    """The usual rates keep the exact polyphase resampler (results equal to before the memory bound)."""
+    from faa_core.encoders.voice import resample_ratio
+
+    x = np.random.default_rng(rate).standard_normal(rate // 2).astype(np.float32)
+    expected = torchaudio.functional.resample(torch.from_numpy(x), rate, SAMPLE_RATE)
+    assert torch.equal(resample_to_16k(x, rate), expected)
+    g = math.gcd(rate, SAMPLE_RATE)
+    assert resample_ratio(rate) == (rate // g, SAMPLE_RATE // g)
+
+
+def test_any_rate_gets_a_small_kernel_within_tolerance():
+    from faa_core.encoders.voice import MAX_RESAMPLE_KERNEL, resample_ratio
+
+    worst = 0.0
+    for rate in list(range(8000, 192_001, 97)) + [8001, 16001, 44101, 47999, 191_999]:
+        orig, new = resample_ratio(rate)
+        assert orig * new <= MAX_RESAMPLE_KERNEL * 1.01, rate
+        worst = max(worst, abs((orig / new) / (rate / SAMPLE_RATE) - 1.0))
+    assert worst <= 1.25e-4  # the stated tolerance on the output rate
+    assert resample_ratio(8001) == (1, 2) and resample_ratio(16001) == (1, 1)
+
+
+@pytest.mark.parametrize("rate", [44101, 23456])
+def test_odd_rates_match_an_exact_resampler(rate):
+    import scipy.signal
+
+    t = np.arange(int(0.25 * rate)) / rate
+    x = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    y = resample_to_16k(x, rate).numpy()
+    ref = scipy.signal.resample_poly(x.astype(np.float64), SAMPLE_RATE, rate)
+    assert len(y) == len(ref) == 4000
+    assert np.abs(y[200:-200] - ref[200:-200]).max() < 1e-3  # 3.1e-4 measured
+
+
+def test_resampling_odd_rates_takes_little_memory_and_time():
+    """8001 Hz took 2.1 GiB and 37 s for 2 s of audio before; 44101 Hz took 11 GiB."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, time, numpy as np\n"
+        "from faa_core.encoders.voice import resample_to_16k\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "t = time.perf_counter()\n"
+        "for rate in (8001, 44101, 191999):\n"
+        "    y = resample_to_16k(np.ones(16000, np.float32) * 0.1, rate)\n"
+        "print(time.perf_counter() - t, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    seconds, mib = out.stdout.split()
+    assert float(seconds) < 10.0 and int(mib) < 200, out.stdout + out.stderr

@@ -9,7 +9,9 @@ voice tokens the multimodal encoder attends over.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -57,11 +59,38 @@ def build_voice_network(weights: WeightFile) -> torch.nn.Module:
     return net.eval().requires_grad_(False)
 
 
+#: Largest (rate/g) x (16000/g) ratio resampled exactly; the sinc kernel holds about this many floats.
+MAX_RESAMPLE_KERNEL = 4_000_000
+
+
+def resample_ratio(sample_rate: int, target: int = SAMPLE_RATE) -> tuple[int, int]:
+    """The (orig, new) pair handed to the polyphase resampler for ``sample_rate`` -> ``target``.
+
+    Why: the sinc kernel has (rate/g) x (target/g) taps (g = gcd), which is
+    tiny for the usual rates (44.1 kHz: 441 x 160) but explodes for a rate
+    like 8001 Hz (8001 x 16000: 2.6 GB). When the exact pair is over
+    ``MAX_RESAMPLE_KERNEL``, the closest fraction whose kernel fits is used
+    instead, so the output is at ``target`` within 0.0125 % (a pitch change
+    of 0.002 semitones; worst just above a simple rate, e.g. 16001 Hz) and memory stays bounded for any rate. Rates whose exact
+    pair fits (8, 11.025, 16, 22.05, 32, 44.1, 48, 96 kHz, ...) are resampled
+    exactly, as before.
+    """
+    g = math.gcd(int(sample_rate), int(target))
+    orig, new = int(sample_rate) // g, int(target) // g
+    if orig * new <= MAX_RESAMPLE_KERNEL:
+        return orig, new
+    ratio = Fraction(int(sample_rate), int(target))
+    approx = ratio.limit_denominator(max(1, int(math.sqrt(MAX_RESAMPLE_KERNEL / float(ratio)))))
+    return approx.numerator, approx.denominator
+
+
 def resample_to_16k(samples: np.ndarray, sample_rate: int) -> torch.Tensor:
-    """Mono float samples at any rate -> 1-D float32 tensor at 16 kHz."""
+    """Mono float samples at any rate -> 1-D float32 tensor at 16 kHz, in bounded memory (see ``resample_ratio``)."""
     wav = torch.as_tensor(np.ascontiguousarray(samples), dtype=torch.float32)
     if sample_rate != SAMPLE_RATE:
-        wav = torchaudio.functional.resample(wav, sample_rate, SAMPLE_RATE)
+        orig, new = resample_ratio(sample_rate)
+        if orig != new:
+            wav = torchaudio.functional.resample(wav, orig, new)
     return wav
 
 
