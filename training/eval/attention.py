@@ -17,7 +17,7 @@ import torch
 
 from faa_core.model import FAAModel
 
-from training.eval.scoring import _tokens, embed_items
+from training.eval.scoring import embed_items, item_tokens
 
 
 def _voiced_masks(truth: Path, voice_ids: np.ndarray, manifest_ids: np.ndarray) -> dict[str, np.ndarray]:
@@ -54,8 +54,8 @@ def attention_mass(
     for s in range(0, len(voice_items), batch):
         v, f = voice_items[s:s + batch], face_items[s:s + batch]
         ve, fe = embed_items(model, voice, v, "voice"), embed_items(model, face, f, "face")
-        vt, vm = _tokens(voice, v, cfg.voice_token_dim > 0, "cpu")
-        ft, _ = _tokens(face, f, cfg.face_token_dim > 0, "cpu")
+        vt, vm = item_tokens(voice, v, cfg.voice_token_dim > 0, "cpu")
+        ft, _ = item_tokens(face, f, cfg.face_token_dim > 0, "cpu")
         res = model.match(None, None, vt, ft, vm, voice_emb=ve, face_emb=fe, need_weights=True)
         if face_mask is not None:
             face_sum += float(res.face_attention[:, torch.from_numpy(face_mask)].sum())

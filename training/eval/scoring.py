@@ -30,7 +30,11 @@ def embed_items(model: FAAModel, source: Any, items: np.ndarray, modality: str, 
     return torch.cat(out) if out else torch.zeros(0, model.config.embed_dim)
 
 
-def _tokens(source: Any, items: np.ndarray, use: bool, device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def item_tokens(source: Any, items: np.ndarray, use: bool, device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Padded tokens and mask of ``items`` on ``device``, or ``(None, None)`` when the model does not use them.
+
+    The one way tokens become tensors, for training steps and for scoring alike.
+    """
     if not use:
         return None, None
     tok, mask = source.tokens(items)
@@ -44,7 +48,7 @@ def _voice_sides(model: FAAModel, source: Any, items: np.ndarray, chunk: int) ->
     parts = []
     for s in range(0, len(items), chunk):
         it = items[s : s + chunk]
-        vt, vm = _tokens(source, it, cfg.voice_token_dim > 0, device)
+        vt, vm = item_tokens(source, it, cfg.voice_token_dim > 0, device)
         parts.append(encode_voices(enc, embed_items(model, source, it, "voice"), vt, vm))
     t = max(p.x.shape[1] for p in parts)
     x = torch.cat([torch.nn.functional.pad(p.x, (0, 0, 0, t - p.x.shape[1])) for p in parts])
@@ -84,7 +88,7 @@ def fusion_probabilities(
     sorted_fi = fi[order]
     for c in range(0, len(uf), chunk):
         it = uf[c : c + chunk]
-        ft, _ = _tokens(face_src, it, cfg.face_token_dim > 0, device)
+        ft, _ = item_tokens(face_src, it, cfg.face_token_dim > 0, device)
         faces = encode_faces(enc, embed_items(model, face_src, it, "face"), ft)
         lo, hi = np.searchsorted(sorted_fi, [c, c + len(it)])
         rows = order[lo:hi]

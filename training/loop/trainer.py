@@ -51,7 +51,7 @@ from faa_core.model import FAAConfig, FAAModel
 
 from training.loop import distributed as dist_utils
 from training.loop.data import IdentityLinked, PairBatch, PairSampler, VideoIndex, open_features
-from training.eval.scoring import embed_items, score_pairs, verification_trials
+from training.eval.scoring import embed_items, item_tokens, score_pairs, verification_trials
 
 UNSUPERVISED = ("faa", "sl")
 
@@ -250,13 +250,6 @@ class Trainer:
         return labels, stats
 
     # -- one step ----------------------------------------------------------------
-    def _tokens(self, source, items, use: bool):
-        if not use:
-            return None, None
-        tok, mask = source.tokens(items)
-        return (torch.from_numpy(np.asarray(tok, dtype=np.float32)).to(self.device),
-                torch.from_numpy(np.asarray(mask)).to(self.device))
-
     def _to_device(self, features: Any) -> torch.Tensor:
         return torch.from_numpy(np.asarray(features, dtype=np.float32)).to(self.device)
 
@@ -328,8 +321,8 @@ class Trainer:
     def _fvm(self, batch, v_emb, f_emb, labels, gen) -> torch.Tensor:
         model, mc = self.model, self.model.config
         neg_f, ok_f, neg_v, ok_v = self._hard_negatives(v_emb, f_emb, labels, gen)
-        vt, vm = self._tokens(self.voice, batch.voice_items, mc.voice_token_dim > 0)
-        ft, _ = self._tokens(self.face, batch.face_items, mc.face_token_dim > 0)
+        vt, vm = item_tokens(self.voice, batch.voice_items, mc.voice_token_dim > 0, self.device)
+        ft, _ = item_tokens(self.face, batch.face_items, mc.face_token_dim > 0, self.device)
 
         # voices: their positive face, a hard negative face; faces: a hard negative voice.
         # Tokens stay one per batch item; the encoder projects them once and gathers rows.
@@ -400,8 +393,8 @@ class Trainer:
         # tokens once per distinct item this rank touches; the encoder gathers them per pair
         uv, inv_v = torch.unique(rows_v, return_inverse=True)
         uf, inv_f = torch.unique(rows_f, return_inverse=True)
-        vt, vm = self._tokens(self.voice, batch.voice_items[uv.numpy()], mc.voice_token_dim > 0)
-        ft, _ = self._tokens(self.face, batch.face_items[uf.numpy()], mc.face_token_dim > 0)
+        vt, vm = item_tokens(self.voice, batch.voice_items[uv.numpy()], mc.voice_token_dim > 0, self.device)
+        ft, _ = item_tokens(self.face, batch.face_items[uf.numpy()], mc.face_token_dim > 0, self.device)
         dev = self.device
         logits = model.match(
             None, None, vt, ft, vm, voice_emb=v_emb[rows_v.to(dev)], face_emb=f_emb[rows_f.to(dev)],
