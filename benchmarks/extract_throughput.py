@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 from faa_core.encoders import FaceEncoder, VoiceEncoder, resolve_weights  # noqa: E402
 from pipeline_latency import drawn_face_photo, make_speech  # noqa: E402
 from training.ingest.extract import RunOptions, Settings, estimate_bytes, run_extraction  # noqa: E402
-from training.ingest.manifest import MANIFEST_FORMAT, MANIFEST_VERSION, atomic_write_json, read_manifest, write_rows  # noqa: E402
+from faa_core.fileio import atomic_write_json  # noqa: E402
+from training.ingest.manifest import MANIFEST_FORMAT, MANIFEST_VERSION, read_manifest, write_rows  # noqa: E402
 
 # For the projection line: VoxCeleb1 has 153,516 utterances of 8.2 s on average.
 VOX1_UTTERANCES, VOX1_MEAN_S = 153_516, 8.2

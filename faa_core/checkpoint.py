@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,6 +18,7 @@ import torch
 
 from . import __version__
 from .errors import CheckpointError
+from .fileio import atomic_write_bytes, atomic_write_text
 from .model import FAAConfig, FAAModel
 
 FORMAT = "faa-checkpoint"
@@ -44,7 +44,7 @@ def default_encoders(config: FAAConfig, voice_token_rate: float = 4.0) -> dict[s
             "name": "SpeechBrain ECAPA-TDNN (Fbank 80, sentence mean normalisation, 16 kHz)",
             "weights": "speechbrain/spkrec-ecapa-voxceleb (embedding_model.ckpt)",
             "global_dim": config.voice_dim,
-            "token_layer": "blocks[4] (last SE-Res2 block)" if config.voice_token_dim else None,
+            "token_layer": "blocks[3] (last SE-Res2 block)" if config.voice_token_dim else None,
             "token_dim": config.voice_token_dim,
             "token_rate_per_s": voice_token_rate if config.voice_token_dim else None,
         },
@@ -60,7 +60,7 @@ def save_checkpoint(
     extra: Optional[dict[str, Any]] = None,
 ) -> Path:
     """Write ``path/model.safetensors``, ``path/config.json`` and a README model card atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
@@ -80,21 +80,11 @@ def save_checkpoint(
     card_text = json.dumps(card, indent=2) + "\n"
     readme_text = model_card_markdown(card)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(out / WEIGHTS_FILE, lambda p: save_file(state, str(p), metadata={"format": FORMAT}))
-    _atomic_write(out / CARD_FILE, lambda p: p.write_text(card_text))
-    _atomic_write(out / README_FILE, lambda p: p.write_text(readme_text))
+    # safetensors creates its file 0600 whatever the umask: serialise to bytes and write those instead
+    atomic_write_bytes(out / WEIGHTS_FILE, save(state, metadata={"format": FORMAT}))
+    atomic_write_text(out / CARD_FILE, card_text)
+    atomic_write_text(out / README_FILE, readme_text)
     return out
-
-
-def _atomic_write(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", dir=target.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def model_card_markdown(card: dict[str, Any]) -> str:

@@ -28,15 +28,17 @@ import csv
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from faa_core.fileio import atomic_save_npy, atomic_write_json, atomic_write_text
+
 __all__ = [
     "FORMAT",
     "VERSION",
+    "MODALITIES",
     "FeatureSource",
     "ItemTable",
     "FeatureStoreWriter",
@@ -47,6 +49,8 @@ __all__ = [
 
 FORMAT = "faa-features"
 VERSION = 1
+#: The two modalities of this project, in the order every tool walks them (stores, manifests, worlds).
+MODALITIES = ("face", "voice")
 ITEM_COLUMNS = ("id", "video", "identity", "split")
 
 
@@ -162,31 +166,6 @@ def pad_tokens(seqs: Sequence[np.ndarray], dim: int, max_tokens: int | None = No
 # ---------------------------------------------------------------------------
 # writing
 # ---------------------------------------------------------------------------
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and os.replace (no torn files)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class _ModalityBuffer:
@@ -361,13 +340,13 @@ class FeatureStoreWriter:
             return
         name = f"shard-{len(m.shards):05d}"
         d = self.root / m.name
-        _atomic_save_npy(d / f"{name}.global.npy", np.stack(m.globals))
+        atomic_save_npy(d / f"{name}.global.npy", np.stack(m.globals))
         if m.token_dim:
             counts = np.array([len(t) for t in m.tokens], dtype=np.int64)
             offsets = np.zeros(len(counts) + 1, dtype=np.int64)
             np.cumsum(counts, out=offsets[1:])
-            _atomic_save_npy(d / f"{name}.tokens.npy", np.concatenate(m.tokens, axis=0))
-            _atomic_save_npy(d / f"{name}.offsets.npy", offsets)
+            atomic_save_npy(d / f"{name}.tokens.npy", np.concatenate(m.tokens, axis=0))
+            atomic_save_npy(d / f"{name}.offsets.npy", offsets)
         m.shards.append({"name": name, "count": m.pending})
         m.globals, m.tokens = [], []
 
@@ -382,7 +361,7 @@ class FeatureStoreWriter:
             writer = csv.writer(buf, lineterminator="\n")
             writer.writerow(ITEM_COLUMNS)
             writer.writerows(m.rows)
-            _atomic_write_text(self.root / m.name / "items.csv", buf.getvalue())
+            atomic_write_text(self.root / m.name / "items.csv", buf.getvalue())
             entry: dict[str, Any] = {
                 "global_dim": m.global_dim,
                 "token_dim": m.token_dim,
@@ -393,7 +372,7 @@ class FeatureStoreWriter:
                 entry["token_grid"] = list(m.token_grid)
             meta[m.name] = entry
         store = {"format": FORMAT, "version": VERSION, "modalities": meta, "source": self.source}
-        _atomic_write_text(self.root / "store.json", json.dumps(store, indent=2, sort_keys=False) + "\n")
+        atomic_write_json(self.root / "store.json", store)
         self._closed = True
         return self.root
 

@@ -77,7 +77,9 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from training.ingest.manifest import MODALITIES, Manifest, ManifestError, atomic_write_json, atomic_write_text, read_manifest
+from faa_core.fileio import atomic_write_json, atomic_write_text
+from training.features import MODALITIES
+from training.ingest.manifest import Manifest, ManifestError, read_manifest
 
 log = logging.getLogger("training.ingest.extract")
 
@@ -679,7 +681,7 @@ def _encoder_description(settings: Settings, weights: Any, modalities: Sequence[
     if "voice" in modalities:
         desc["encoders"]["voice"] = {
             "name": "SpeechBrain ECAPA-TDNN (Fbank 80, sentence mean normalisation, 16 kHz)",
-            "token_layer": "blocks[4] (last SE-Res2 block)", "token_rate_per_s": settings.voice_token_rate,
+            "token_layer": "blocks[3] (last SE-Res2 block)", "token_rate_per_s": settings.voice_token_rate,
         }
     return desc
 

@@ -21,14 +21,15 @@ import csv
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from faa_core.fileio import atomic_write_text
+from training.features import MODALITIES
+
 MANIFEST_FORMAT = "faa-manifest"
 MANIFEST_VERSION = 1
-MODALITIES = ("face", "voice")
 BASE_COLUMNS = ("id", "video", "identity", "split")
 IDENTITY_COLUMNS = ("name", "gender", "nationality")
 EXTRA_COLUMNS = {"voice": ("duration_s", "sample_rate"), "face": ("width", "height")}
@@ -37,31 +38,6 @@ EXTRA_COLUMNS = {"voice": ("duration_s", "sample_rate"), "face": ("width", "heig
 def columns(modality: str) -> tuple[str, ...]:
     """The CSV header of one modality's manifest."""
     return BASE_COLUMNS + IDENTITY_COLUMNS + EXTRA_COLUMNS[modality]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and ``os.replace``: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; these files are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def write_rows(path: Path, modality: str, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -37,16 +37,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from faa_core.fileio import atomic_write_json, atomic_write_text
 from faa_core.protocols import PROTOCOL_NAMES, Protocol, ProtocolError, read_protocol
 
-from training.ingest.manifest import (
-    MANIFEST_FORMAT,
-    MANIFEST_VERSION,
-    MODALITIES,
-    atomic_write_json,
-    atomic_write_text,
-    write_rows,
-)
+from training.features import MODALITIES
+from training.ingest.manifest import MANIFEST_FORMAT, MANIFEST_VERSION, write_rows
 from training.ingest.media_index import (
     FACE_SOURCES,
     FoundFile,

@@ -27,9 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from faa_core.fileio import atomic_write_text
+from training.features import MODALITIES
+
 from .presets import SPLITS, WorldSpec
 
-MODALITIES = ("face", "voice")
 _YT_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"))
 _ONSETS = ["b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "ch", "st", "tr", "sh"]
 _VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "ou"]
@@ -118,7 +120,7 @@ def _write_csv(path: Path, header: tuple[str, ...], rows) -> None:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     w.writerows(rows)
-    path.write_text(buf.getvalue(), encoding="utf-8")
+    atomic_write_text(path, buf.getvalue())
 
 
 def _read_csv(path: Path) -> dict[str, list[str]]:
