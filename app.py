@@ -388,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1, or $GRADIO_SERVER_NAME)")
     parser.add_argument("--port", type=int, default=None, help="port (default 7860, or $GRADIO_SERVER_PORT)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when present)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when present; cuda:LOCAL_RANK)")
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests scored at once")
     parser.add_argument(
         "--threads", type=int, default=0,
@@ -398,14 +398,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-file-size", default=DEFAULT_MAX_FILE_SIZE, help="upload limit per file, e.g. 25mb")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     return parser
-
-
-def _pick_device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def torch_threads(requested: int, concurrency: int) -> int:
@@ -423,10 +415,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import torch
 
     torch.set_num_threads(torch_threads(args.threads, args.concurrency))
+    from faa_core.device import pick_device
     from faa_core.errors import FAAError
 
     try:
-        pipeline, info = load_models(args.checkpoint, args.weights, _pick_device(args.device))
+        pipeline, info = load_models(args.checkpoint, args.weights, str(pick_device(args.device)))
     except FAAError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if Path(args.checkpoint) == DEFAULT_CHECKPOINT and not DEFAULT_CHECKPOINT.exists():

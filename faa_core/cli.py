@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights", default="pretrained",
         help="encoder weights: 'pretrained' (download/cache), 'random' (tests only) or a directory",
     )
-    m.add_argument("--device", default="cpu")
+    m.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
     m.add_argument("--strict", action="store_true", help="fail on the first image without a usable face")
     m.add_argument("--json", action="store_true", help="print the result as one JSON object")
     return parser
@@ -40,10 +40,12 @@ def _print_table(result, pipeline) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    from .device import pick_device
     from .pipeline import MatchPipeline
 
     try:
-        pipeline = MatchPipeline.from_checkpoint(args.checkpoint, weights=args.weights, device=args.device)
+        device = pick_device(args.device)
+        pipeline = MatchPipeline.from_checkpoint(args.checkpoint, weights=args.weights, device=device)
         result = pipeline(args.voice, args.faces, strict=args.strict)
     except FAAError as exc:
         print(f"error: {exc}", file=sys.stderr)

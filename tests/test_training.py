@@ -218,17 +218,3 @@ def test_identity_link_trains_supervised_objectives_on_faces_without_videos(tiny
         train(store, tmp_path / "b", "faa", rounds=1, extra=["data.link=identity"])
     summary = train(store, tmp_path / "c", "faa_supervised", rounds=1, extra=["data.link=identity"])
     assert summary["rounds"] == 1 and (tmp_path / "c" / "best").is_dir()
-
-
-def test_device_choice():
-    import torch
-
-    from training.loop.train import pick_device
-
-    assert pick_device("cpu") == "cpu"
-    assert pick_device("auto") == ("cuda:0" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(SystemExit, match="must be auto, cpu"):
-        pick_device("tpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(SystemExit, match="CUDA is not available"):
-            pick_device("cuda")

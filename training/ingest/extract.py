@@ -77,6 +77,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from faa_core.device import DEVICE_CHOICES
 from faa_core.fileio import atomic_write_json, atomic_write_text
 from training.features import MODALITIES
 from training.ingest.manifest import Manifest, ManifestError, read_manifest
@@ -650,17 +651,13 @@ def report_text(report: dict[str, Any], limit: int = 200) -> str:
 
 
 def _device(choice: str, local_rank: int) -> str:
-    import torch
+    """The rank's device (faa_core's rule: cuda:LOCAL_RANK), a refusal as ExtractError."""
+    from faa_core.device import DeviceError, pick_device
 
-    if choice == "auto":
-        return f"cuda:{local_rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
-    if choice.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ExtractError(f"--device {choice}: CUDA is not available on this machine (use --device cpu or auto)")
-        return f"cuda:{local_rank % torch.cuda.device_count()}" if choice == "cuda" else choice
-    if choice != "cpu":
-        raise ExtractError(f"--device must be auto, cpu, cuda or cuda:N, got {choice!r}")
-    return "cpu"
+    try:
+        return str(pick_device(choice, local_rank))
+    except DeviceError as exc:
+        raise ExtractError(str(exc)) from None
 
 
 def _encoder_description(settings: Settings, weights: Any, modalities: Sequence[str]) -> dict[str, Any]:
@@ -711,6 +708,7 @@ def run_extraction(
     local = (env_local if opts.rank is None else rank) if opts.local_rank is None else opts.local_rank
     if world < 1 or not 0 <= rank < world:
         raise ExtractError(f"need 0 <= rank < world_size, got {rank} and {world}")
+    device = _device(opts.device, local)
     modalities = [m for m in MODALITIES if m in set(modalities)]
     if not modalities:
         raise ExtractError(f"--modalities must name at least one of {', '.join(MODALITIES)}")
@@ -762,7 +760,7 @@ def run_extraction(
     pending = [p for p in mine if not p.done(out)]
     say(f"rank {rank}/{world}: {len(mine)} of {len(parts)} parts are this rank's, {len(mine) - len(pending)} already done")
     if pending:
-        _run_parts(pending, manifest, out, settings, opts, rank, local, outcome, say, encoders or {})
+        _run_parts(pending, manifest, out, settings, opts, rank, device, outcome, say, encoders or {})
     if outcome.stopped_early:
         return outcome
 
@@ -823,7 +821,7 @@ def _describe_weights(choice: str) -> Any:
 
 
 def _run_parts(pending: list[Part], manifest: Manifest, out: Path, settings: Settings, opts: RunOptions,
-               rank: int, local: int, outcome: Outcome, say: Callable[[str], None], given: dict[str, Any]) -> None:
+               rank: int, device: str, outcome: Outcome, say: Callable[[str], None], given: dict[str, Any]) -> None:
     import torch
     from tqdm import tqdm
 
@@ -831,7 +829,6 @@ def _run_parts(pending: list[Part], manifest: Manifest, out: Path, settings: Set
     from faa_core.errors import WeightsUnavailableError
 
     needed = {p.modality for p in pending}
-    device = _device(opts.device, local)
     weights = None
     if needed - set(given):
         try:
@@ -886,7 +883,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--out", required=True, help="feature store folder (resumes when it holds an unfinished extraction)")
     p.add_argument("--weights", default="pretrained", help="pretrained (default), random (tests only) or a folder with both files")
     p.add_argument("--batch-size", type=int, default=32, help="images per encoder batch, recordings per decode batch (default 32)")
-    p.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK when available), cpu, cuda or cuda:N")
+    p.add_argument("--device", default="auto", help=DEVICE_CHOICES)
     p.add_argument("--modalities", nargs="+", default=list(MODALITIES), choices=MODALITIES)
     p.add_argument("--shard-size", type=int, default=1024, help="manifest rows per part/shard (default 1024)")
     p.add_argument("--workers", type=int, default=4, help="threads decoding files (default 4)")

@@ -72,7 +72,7 @@ def launched_by_torchrun() -> bool:
 
 
 def backend_for(device: str | torch.device = "cpu") -> str:
-    """nccl for CUDA tensors, gloo for CPU ones (the trainer and evaluation run on CPU)."""
+    """nccl for a CUDA device, gloo for the CPU (collectives run on the tensors' device)."""
     return "nccl" if torch.device(device).type == "cuda" else "gloo"
 
 
@@ -89,8 +89,9 @@ def init_from_env(device: str | torch.device = "cpu", timeout_s: float = 1800.0)
     if not available():
         raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
     backend = backend_for(device)
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if backend == "nccl":  # NCCL binds a process to the current GPU: make it this rank's before the group exists
+        dev = torch.device(device)
+        torch.cuda.set_device(dev if dev.index is not None else torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))))
     dist.init_process_group(backend=backend, init_method="env://", timeout=timedelta(seconds=timeout_s))
     return True
 

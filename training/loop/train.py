@@ -9,25 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
+from faa_core.device import DEVICE_CHOICES, DeviceError, pick_device
 from training.config import load_config
-
-
-def pick_device(choice: str) -> str:
-    """The training device: under torchrun each rank takes the GPU of its LOCAL_RANK."""
-    import os
-
-    import torch
-
-    if choice == "auto":
-        if not torch.cuda.is_available():
-            return "cpu"
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
-    if choice.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"--device {choice}: CUDA is not available on this machine (use --device cpu or auto)")
-    if choice != "cpu" and not choice.startswith("cuda"):
-        raise SystemExit(f"--device must be auto, cpu, cuda or cuda:N, got {choice!r}")
-    return choice
 
 
 def main(argv=None) -> int:
@@ -39,17 +24,21 @@ def main(argv=None) -> int:
     p.add_argument("--data", required=True, help="feature store or synthetic world folder")
     p.add_argument("--out", required=True, help="run folder (resumes if it holds state.pt)")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--device", default="auto",
-                   help="auto (cuda:LOCAL_RANK when CUDA is available, else cpu), cpu, cuda or cuda:N")
+    p.add_argument("--device", default="auto", help=DEVICE_CHOICES)
     p.add_argument("overrides", nargs="*", help="config overrides: section.key=value")
     args = p.parse_intermixed_args(argv)
     cfg = load_config(args.config, args.overrides)
     from . import distributed
     from training.loop.trainer import Trainer
 
-    distributed.init_from_env()  # a no-op without torchrun
     try:
-        trainer = Trainer(cfg, args.data, args.out, progress=not args.no_progress, device=pick_device(args.device))
+        device = pick_device(args.device)
+    except DeviceError as exc:
+        print(f"{p.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    distributed.init_from_env(device)  # a no-op without torchrun; nccl + set_device on CUDA, gloo on CPU
+    try:
+        trainer = Trainer(cfg, args.data, args.out, progress=not args.no_progress, device=device)
         try:
             summary = trainer.train()
         finally:
