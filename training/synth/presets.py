@@ -1,10 +1,18 @@
-"""World presets: the YAML in ``presets.yaml`` turned into a checked, typed spec.
+"""World presets and variants: the YAML in ``presets.yaml`` turned into a checked, typed spec.
 
 Presets are data so that a teacher can copy one, change a strength and see
 what it does; this module only merges a preset over ``defaults``, rejects
 unknown or impossible values, and freezes the result into :class:`WorldSpec`.
 The fully resolved spec is stored in each world's ``world.json`` (the recipe),
 so a world never depends on the preset file it was made from.
+
+A world name is a preset optionally followed by ``+variant`` parts, e.g.
+``small+nonlinear+bursty``: each variant (``variants:`` in the YAML) is a set
+of overrides merged in the order named, after the preset and before explicit
+``overrides``. The generative switches the variants set (``maps``,
+``face.regions``, ``voice.burst``, ``traits.gender_correlation``) are
+documented in :mod:`training.synth.world`. ``suite`` in the YAML lists the
+world names of the evaluation suite (:func:`suite_names`).
 """
 
 from __future__ import annotations
@@ -13,13 +21,21 @@ import copy
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 
 PRESET_FILE = Path(__file__).with_name("presets.yaml")
 SPLITS = ("train", "val", "test")
 STORAGES = ("stored", "procedural")
+MAP_KINDS = ("linear", "mlp")
+# keys added after the first worlds were written: a world.json without them means these values
+_LEGACY = {
+    "face": {"regions": 1},
+    "voice": {"burst": 0.0},
+    "traits": {"gender_correlation": 0.0},
+    "maps": {"kind": "linear", "hidden": 0, "gain": 1.0},
+}
 
 
 @dataclass(frozen=True)
@@ -28,6 +44,7 @@ class FaceSpec:
     token_dim: int
     grid: tuple[int, int]
     region_fraction: float
+    regions: int
 
 
 @dataclass(frozen=True)
@@ -37,6 +54,7 @@ class VoiceSpec:
     token_rate: float
     duration: tuple[float, float]
     voiced_fraction: float
+    burst: float
 
 
 @dataclass(frozen=True)
@@ -47,6 +65,7 @@ class TraitSpec:
     private_face: int
     private_voice: int
     nuisance: int
+    gender_correlation: float
 
     @property
     def shared_dim(self) -> int:
@@ -90,6 +109,15 @@ class TokenMix:
 
 
 @dataclass(frozen=True)
+class MapSpec:
+    """How latent factors become features: one linear map, or a random 2-layer MLP per modality."""
+
+    kind: str
+    hidden: int
+    gain: float
+
+
+@dataclass(frozen=True)
 class ListSpec:
     verify_negatives: int
     val_negatives: int
@@ -115,6 +143,7 @@ class WorldSpec:
     global_mix: GlobalMix
     token_mix: TokenMix
     lists: ListSpec
+    maps: MapSpec
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (the recipe stored in world.json)."""
@@ -127,7 +156,7 @@ class WorldSpec:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "WorldSpec":
         """Build and validate a spec from a resolved dict (preset or world.json)."""
-        d = copy.deepcopy(dict(d))
+        d = _merge(_LEGACY, d)
         _known(d, cls, "spec")
 
         def sub(key: str, klass: type, rename: Mapping[str, str] | None = None) -> Any:
@@ -142,12 +171,17 @@ class WorldSpec:
             return klass(**raw)
 
         face = sub("face", FaceSpec)
-        face = FaceSpec(int(face.global_dim), int(face.token_dim), (int(face.grid[0]), int(face.grid[1])), float(face.region_fraction))
+        face = FaceSpec(
+            int(face.global_dim), int(face.token_dim), (int(face.grid[0]), int(face.grid[1])),
+            float(face.region_fraction), int(face.regions),
+        )
         voice = sub("voice", VoiceSpec)
         voice = VoiceSpec(
             int(voice.global_dim), int(voice.token_dim), float(voice.token_rate),
-            (float(voice.duration[0]), float(voice.duration[1])), float(voice.voiced_fraction),
+            (float(voice.duration[0]), float(voice.duration[1])), float(voice.voiced_fraction), float(voice.burst),
         )
+        maps = sub("maps", MapSpec)
+        maps = MapSpec(str(maps.kind), int(maps.hidden), float(maps.gain))
         spec = cls(
             name=str(d["name"]),
             description=str(d.get("description", "")),
@@ -165,6 +199,7 @@ class WorldSpec:
             global_mix=sub("global_mix", GlobalMix),
             token_mix=sub("token_mix", TokenMix),
             lists=sub("lists", ListSpec),
+            maps=maps,
         )
         spec.validate()
         return spec
@@ -193,6 +228,20 @@ class WorldSpec:
             raise ValueError("face.region_fraction must be in (0, 1]")
         if not 0 < v.voiced_fraction <= 1:
             raise ValueError("voice.voiced_fraction must be in (0, 1]")
+        if f.regions < 1 or f.regions > f.grid[0] * f.grid[1]:
+            raise ValueError(f"face.regions must be between 1 and the grid's {f.grid[0] * f.grid[1]} cells, got {f.regions}")
+        if f.regions > 1 and f.regions > t.shared_dim:
+            raise ValueError(f"face.regions ({f.regions}) cannot exceed the {t.shared_dim} shared traits they split")
+        if not (math.isfinite(v.burst) and (v.burst == 0 or v.burst >= 1)):
+            raise ValueError(f"voice.burst is a mean voiced run length in tokens: 0 (independent tokens) or >= 1, got {v.burst}")
+        if v.burst > 0 and v.voiced_fraction < 1 and v.voiced_fraction / ((1 - v.voiced_fraction) * v.burst) > 1:
+            raise ValueError("voice.burst too short for voice.voiced_fraction (silent runs would be under one token); raise burst")
+        if not 0 <= t.gender_correlation < 1:
+            raise ValueError(f"traits.gender_correlation must be in [0, 1), got {t.gender_correlation}")
+        if self.maps.kind not in MAP_KINDS:
+            raise ValueError(f"maps.kind must be one of {MAP_KINDS}, got {self.maps.kind!r}")
+        if self.maps.hidden < 0 or not (math.isfinite(self.maps.gain) and self.maps.gain > 0):
+            raise ValueError("maps.hidden must be >= 0 (0 = the feature dim) and maps.gain > 0")
         if v.token_rate <= 0 or not 0 < v.duration[0] <= v.duration[1]:
             raise ValueError("voice.token_rate must be > 0 and 0 < duration[0] <= duration[1]")
         if not 0 < t.gender_p < 1:
@@ -235,15 +284,54 @@ def _load_file(path: Path = PRESET_FILE) -> dict[str, Any]:
 
 
 def preset_names() -> list[str]:
+    """Base presets (sizes): tiny, small, real-dims, ..."""
     return list(_load_file()["presets"])
 
 
-def get_preset(name: str, overrides: Mapping[str, Any] | None = None) -> WorldSpec:
-    """The named preset merged over the defaults (and over that, ``overrides``)."""
+def variant_names() -> list[str]:
+    """Generative variants that can be added to a preset (``small+nonlinear``)."""
+    return list(_load_file().get("variants") or {})
+
+
+def suite_names() -> list[str]:
+    """World names of the evaluation suite (``suite:`` in presets.yaml), each ``preset+variant+...``."""
+    return [str(n) for n in _load_file().get("suite") or []]
+
+
+def split_world_name(name: str) -> tuple[str, list[str]]:
+    """``"small+nonlinear+bursty"`` -> ``("small", ["nonlinear", "bursty"])`` (names not checked here)."""
+    parts = [p.strip() for p in str(name).split("+")]
+    if any(not p for p in parts):
+        raise ValueError(f"world name {name!r} has an empty part; write preset+variant+variant")
+    return parts[0], parts[1:]
+
+
+def get_preset(
+    name: str, overrides: Mapping[str, Any] | None = None, variants: Sequence[str] = ()
+) -> WorldSpec:
+    """The named world: preset merged over the defaults, then each variant, then ``overrides``.
+
+    Why: a suite of worlds is a preset (size) times generative variants, all
+    data; ``name`` may carry variants itself (``small+nonlinear``) and
+    ``variants`` adds more after them. The spec's name is the combined name.
+    """
     data = _load_file()
-    if name not in data["presets"]:
-        raise ValueError(f"unknown preset {name!r}; choose one of {list(data['presets'])}")
-    d = _merge(data["defaults"], data["presets"][name] or {})
+    base, named = split_world_name(name)
+    if base not in data["presets"]:
+        raise ValueError(f"unknown preset {base!r}; choose one of {list(data['presets'])}")
+    table = data.get("variants") or {}
+    chosen = list(named) + [str(v) for v in variants]
+    for v in chosen:
+        if v not in table:
+            raise ValueError(f"unknown variant {v!r}; choose from {list(table)} (or drop it)")
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"variant named twice in {chosen}")
+    d = _merge(data["defaults"], data["presets"][base] or {})
+    for v in chosen:
+        over = dict(table[v] or {})
+        over.pop("description", None)
+        d = _merge(d, over)
     d = _merge(d, overrides or {})
-    d["name"] = name
+    d["name"] = "+".join([base, *chosen])
+    d.setdefault("description", "")
     return WorldSpec.from_dict(d)

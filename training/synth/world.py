@@ -50,6 +50,35 @@ So a model can beat the global embedding by attending to the right tokens
 (averaging k informative tokens divides their extra noise by sqrt(k)), but no
 model can beat the oracle that knows s~ of both items (``oracle.py``).
 
+Variants (switches in the spec; names in ``presets.yaml``'s ``variants``)
+-----------------------------------------------------------------------
+Each defaults to the reference world above and can be combined with the others:
+
+* ``maps.kind: mlp`` (variant ``nonlinear``): the component sum of a global
+  (shared, private, nuisance) is replaced by a random 2-layer network of the
+  concatenated latent vector z, h = tanh(gain * A z / |z|_typ + b), x = B h
+  (A Gaussian, b ~ U(-1, 1), every hidden unit scaled to unit RMS, B with
+  orthonormal columns when it can); tokens use their own network on the same
+  per-token z. Offset, position, silence and noise are still added linearly.
+  With at least as many hidden units as latent dims nothing is lost, so the
+  oracle stays the ceiling, but no linear read-out recovers the traits fully.
+* ``traits.gender_correlation: r`` (variant ``gender_dominant``): continuous
+  trait j is r * sign_j * (+-1 gender) + sqrt(1 - r^2) * N(0, 1), with a random
+  sign per trait; the oracle's prior becomes the exact mixture over gender.
+* ``face.regions: N > 1`` (variant ``scattered_regions``): N separate
+  rectangular blocks (``region_fraction`` of the grid in all) at random places,
+  no two touching (not even diagonally); shared dim d is carried only by
+  region d mod N. ``truth/face_regions.npy`` holds the region of every cell
+  (-1: none), ``truth/face_region_traits.npy`` the (N, d_s) traits each carries,
+  and ``truth/face_mask.npy`` their union.
+* ``voice.burst: L >= 1`` (variant ``bursty``): voicing is a two-state Markov
+  chain with mean voiced run L tokens and the same stationary
+  ``voiced_fraction`` (first token from the stationary law), instead of
+  independent tokens.
+* strengths alone (variants ``nuisance_weak`` / ``nuisance_strong``,
+  ``private_heavy``, ``few_strong`` / ``many_weak``): mixes, noise and
+  trait counts of the reference model.
+
 Measured with the shipped presets: oracle verification AUC about 0.90 (0.82
 with same-gender negatives), raw cosine AUC about 0.5; on ``small``, a linear
 map fitted with true identities reaches about 0.70, the face region's tokens
@@ -100,6 +129,60 @@ def face_region_mask(grid: tuple[int, int], fraction: float) -> np.ndarray:
     return mask
 
 
+def face_regions(grid: tuple[int, int], fraction: float, regions: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """(H, W) int map of informative regions: -1 = none, r = region r.
+
+    Why: the informative face cells are part of a world's truth (attention
+    is scored against them) and must follow the variant. One region is the
+    central block of :func:`face_region_mask`; N > 1 regions are blocks of
+    about ``fraction / N`` of the grid each, placed at random (``rng``) so that
+    no two touch, even diagonally (ValueError when the grid cannot hold them).
+    """
+    h, w = grid
+    out = np.full((h, w), -1, dtype=np.int64)
+    if regions <= 1:
+        out[face_region_mask(grid, fraction)] = 0
+        return out
+    if rng is None:
+        raise ValueError("several face regions need a random generator for their places")
+    cells = max(1, int(round(h * w * fraction / regions)))
+    bh = min(h, max(1, int(round(math.sqrt(cells)))))
+    bw = min(w, max(1, int(round(cells / bh))))
+    taken = np.zeros((h + 2, w + 2), dtype=bool)  # padded: a block blocks its 1-cell ring
+    for r in range(regions):
+        spots = [(y, x) for y in range(h - bh + 1) for x in range(w - bw + 1) if not taken[y : y + bh + 2, x : x + bw + 2].any()]
+        if not spots:
+            raise ValueError(f"a {h}x{w} face grid cannot hold {regions} separate {bh}x{bw} regions; lower face.regions or region_fraction")
+        y, x = spots[int(rng.integers(len(spots)))]
+        out[y : y + bh, x : x + bw] = r
+        taken[y + 1 : y + bh + 1, x + 1 : x + bw + 1] = True
+    return out
+
+
+def _hidden_rms(gain: float, bias: np.ndarray) -> np.ndarray:
+    """RMS of tanh(gain * u + b) for u ~ N(0, 1), per bias (Gauss-Hermite quadrature)."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(64)
+    vals = np.tanh(gain * nodes[None, :] + bias[:, None]) ** 2
+    return np.sqrt(vals @ weights / weights.sum())
+
+
+@dataclass
+class MLPMap:
+    """A random 2-layer map z -> B tanh(gain * A z / z_scale + b) / rms (the ``nonlinear`` variant)."""
+
+    a: np.ndarray  # (H, d_z)
+    b: np.ndarray  # (H,)
+    rms: np.ndarray  # (H,)
+    out: np.ndarray  # (D, H)
+    gain: float
+    z_scale: float
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        """(..., d_z) -> (..., D), about as large as z."""
+        h = np.tanh(self.gain * (z @ self.a.T) / self.z_scale + self.b) / self.rms
+        return (h @ self.out.T) * (self.z_scale / math.sqrt(self.a.shape[0]))
+
+
 @dataclass
 class ModalityMaps:
     """One modality's fixed random maps (columns live in feature space)."""
@@ -113,9 +196,16 @@ class ModalityMaps:
     t_nuisance: np.ndarray | None
     t_extra: np.ndarray | None  # (C,) voice: the silence vector
     positions: np.ndarray | None  # (P, C) face: one vector per grid position
+    g_mlp: MLPMap | None = None  # nonlinear variant: replaces g_shared/g_private/g_nuisance
+    t_mlp: MLPMap | None = None
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
-        return {f"{prefix}_{k}": v for k, v in self.__dict__.items() if v is not None}
+        out = {f"{prefix}_{k}": v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
+        for name in ("g_mlp", "t_mlp"):
+            m = getattr(self, name)
+            if m is not None:
+                out.update({f"{prefix}_{name}_a": m.a, f"{prefix}_{name}_b": m.b, f"{prefix}_{name}_out": m.out / m.rms[None, :]})
+        return out
 
 
 @dataclass
@@ -140,6 +230,12 @@ class LatentModel:
         self.gender = (manifest.genders == "f").astype(np.int8)  # 1 = "f"
         self.age = rng.integers(0, t.age_levels, n_id)
         self.continuous = rng.standard_normal((n_id, t.continuous))
+        r = t.gender_correlation
+        self.correlation_signs = np.ones(t.continuous)
+        if r > 0:  # own stream: the uncorrelated world's draws stay as they were
+            self.correlation_signs = np.where(np.random.default_rng([self.seed, 0, 4]).random(t.continuous) < 0.5, -1.0, 1.0)
+            gsign = 2.0 * self.gender[:, None] - 1.0
+            self.continuous = r * gsign * self.correlation_signs[None, :] + math.sqrt(1 - r * r) * self.continuous
         self.private = {
             "face": rng.standard_normal((n_id, t.private_face)),
             "voice": rng.standard_normal((n_id, t.private_voice)),
@@ -153,7 +249,14 @@ class LatentModel:
         )
         self.shared_scale = math.sqrt(w.gender**2 + w.age**2 + t.continuous * w.continuous**2) or 1.0
         self.nuisance = np.random.default_rng([self.seed, 0, 2]).standard_normal((len(manifest.video_keys), t.nuisance))
-        self.face_mask = face_region_mask(spec.face.grid, spec.face.region_fraction)
+        f = spec.face
+        self.face_regions = face_regions(f.grid, f.region_fraction, f.regions, np.random.default_rng([self.seed, 0, 3]))
+        self.face_mask = self.face_regions >= 0
+        n_reg = max(1, f.regions)
+        self.face_region_traits = (np.arange(self.shared_dim)[None, :] % n_reg) == np.arange(n_reg)[:, None]  # (N, d_s)
+        flat = self.face_regions.reshape(-1)
+        # (P, d_s): which shared dims each face token carries
+        self.face_carries = np.where(flat[:, None] >= 0, self.face_region_traits[np.maximum(flat, 0)], False)
         self.maps = {m: self._make_maps(m) for m in MODALITIES}
 
     # -- fixed parts ------------------------------------------------------------------
@@ -190,7 +293,22 @@ class LatentModel:
                 P = self.spec.face.grid[0] * self.spec.face.grid[1]
                 pos = rng.standard_normal((P, C))
                 pos /= np.linalg.norm(pos, axis=1, keepdims=True)
-        return ModalityMaps(gs, gp, gn, go[:, 0], ts, tp, tn, te, pos)
+        maps = ModalityMaps(gs, gp, gn, go[:, 0], ts, tp, tn, te, pos)
+        if self.spec.maps.kind == "mlp":  # own stream: the linear parts above are unchanged
+            mrng = np.random.default_rng([self.seed, 0, 20 + MOD_CODE[modality]])
+            maps.g_mlp = self._mlp(mrng, D, d_s + d_p + d_n, self.spec.global_mix)
+            if C > 0:
+                maps.t_mlp = self._mlp(mrng, C, d_s + d_p + d_n, self.spec.token_mix)
+        return maps
+
+    def _mlp(self, rng: np.random.Generator, out_dim: int, d_z: int, mix: Any) -> MLPMap:
+        hidden = self.spec.maps.hidden or out_dim
+        gain = self.spec.maps.gain
+        a = rng.standard_normal((hidden, d_z))
+        b = rng.uniform(-1.0, 1.0, hidden)
+        z_scale = math.sqrt(mix.shared**2 + mix.private**2 + mix.nuisance**2) or 1.0
+        # |A z| / z_scale ~ N(0, 1) per unit when z has its typical size
+        return MLPMap(a, b, _hidden_rms(gain, b), _basis(rng, out_dim, hidden), gain, z_scale)
 
     # -- per item ---------------------------------------------------------------------
 
@@ -208,7 +326,10 @@ class LatentModel:
             vs = self.spec.voice
             duration = float(rng.uniform(vs.duration[0], vs.duration[1]))
             T = max(1, int(round(duration * vs.token_rate)))
-            voiced = rng.random(T) < vs.voiced_fraction
+            if vs.burst > 0:
+                voiced = _bursty(rng, T, vs.voiced_fraction, vs.burst)
+            else:
+                voiced = rng.random(T) < vs.voiced_fraction
             if not voiced.any():
                 voiced[int(rng.integers(T))] = True
         shared = self.shared[i] + nz.item * rng.standard_normal(self.shared_dim)
@@ -222,6 +343,14 @@ class LatentModel:
         rng = self._rng(modality, k, STREAM_GLOBAL)
         D = mp.g_offset.shape[0]
         s = (lat.shared + self.spec.noise.global_ * rng.standard_normal(self.shared_dim)) / self.shared_scale
+        if mp.g_mlp is not None:
+            z = np.concatenate([
+                mix.shared * s,
+                mix.private * lat.private / math.sqrt(lat.private.shape[0]),
+                mix.nuisance * lat.nuisance / math.sqrt(lat.nuisance.shape[0]),
+            ])
+            x = mp.g_mlp(z) + mix.offset * mp.g_offset + mix.noise * rng.standard_normal(D) / math.sqrt(D)
+            return x / max(float(np.linalg.norm(x)), 1e-12)
         x = (
             mix.shared * (mp.g_shared @ s)
             + mix.private * (mp.g_private @ lat.private) / math.sqrt(lat.private.shape[0])
@@ -247,6 +376,8 @@ class LatentModel:
         eps = rng.standard_normal((T, self.shared_dim))
         noise = rng.standard_normal((T, C))
         s = (lat.shared[None, :] + self.spec.noise.token * eps) / self.shared_scale  # (T, d_s)
+        if mp.t_mlp is not None or (modality == "face" and self.spec.face.regions > 1):
+            return self._token_array_general(modality, lat, s, noise, carries)
         shared = mix.shared * (s @ mp.t_shared.T) * carries[:, None]
         private = mix.private * (mp.t_private @ lat.private) / math.sqrt(lat.private.shape[0])
         nuisance = mix.nuisance * (mp.t_nuisance @ lat.nuisance) / math.sqrt(lat.nuisance.shape[0])
@@ -255,6 +386,34 @@ class LatentModel:
             t = t + private[None, :] + mix.position * mp.positions
         else:
             t = t + private[None, :] * carries[:, None] + mix.silence * np.outer(~carries, mp.t_extra)
+        return (t * math.sqrt(C)).astype(np.float32)
+
+    def _token_array_general(
+        self, modality: str, lat: ItemLatents, s: np.ndarray, noise: np.ndarray, carries: np.ndarray
+    ) -> np.ndarray:
+        """Tokens when a variant is on: per-dim carried traits (face regions) and/or the MLP map."""
+        mp, mix = self.maps[modality], self.spec.token_mix
+        C = noise.shape[1]
+        T = s.shape[0]
+        dims = self.face_carries if modality == "face" else np.repeat(carries[:, None], self.shared_dim, axis=1)
+        s = s * dims  # (T, d_s): zero where the token does not carry the trait
+        p = lat.private / math.sqrt(lat.private.shape[0])
+        n = lat.nuisance / math.sqrt(lat.nuisance.shape[0])
+        p_on = np.ones(T) if modality == "face" else carries.astype(np.float64)
+        if mp.t_mlp is not None:
+            z = np.concatenate([
+                mix.shared * s,
+                mix.private * p_on[:, None] * p[None, :],
+                np.broadcast_to(mix.nuisance * n, (T, n.shape[0])),
+            ], axis=1)
+            t = mp.t_mlp(z)
+        else:
+            t = mix.shared * (s @ mp.t_shared.T) + mix.private * np.outer(p_on, mp.t_private @ p) + mix.nuisance * (mp.t_nuisance @ n)[None, :]
+        t = t + mix.noise * noise / math.sqrt(C)
+        if modality == "face":
+            t = t + mix.position * mp.positions
+        else:
+            t = t + mix.silence * np.outer(~carries, mp.t_extra)
         return (t * math.sqrt(C)).astype(np.float32)
 
     def generate(
@@ -315,18 +474,50 @@ class LatentModel:
             "private_voice": self.private["voice"].astype(np.float32),
         }
 
-    def shared_prior(self) -> list[tuple[str, Any]]:
-        """Per shared dim: ("discrete", (values, probs)) or ("gaussian", std) — the oracle's prior."""
+    def shared_prior(self) -> Any:
+        """The oracle's prior of the shared vector.
+
+        Per shared dim: ("discrete", (values, probs)) or ("gaussian", std); when
+        traits correlate with gender, a ``("mixture", [(weight, per-dim list), ...])``
+        pair over the two genders, whose per-dim entries may also be
+        ("normal", (mean, std)).
+        """
         p_f = float(self.gender.mean()) if self.gender.size else 0.5
         p_f = min(max(p_f, 1e-6), 1 - 1e-6)
         wg = self.spec.shared.gender
         levels = self.spec.traits.age_levels
+        r = self.spec.traits.gender_correlation
+        if r > 0:
+            wc = self.spec.shared.continuous
+            age = ("discrete", (self.age_values.copy(), np.full(levels, 1.0 / levels)))
+            comps = []
+            for weight, sign in ((1 - p_f, -1.0), (p_f, 1.0)):
+                dims: list[tuple[str, Any]] = [("discrete", (np.array([sign * wg]), np.array([1.0]))), age]
+                dims += [("normal", (wc * r * sign * float(c), wc * math.sqrt(1 - r * r))) for c in self.correlation_signs]
+                comps.append((weight, dims))
+            return ("mixture", comps)
         out: list[tuple[str, Any]] = [
             ("discrete", (np.array([-wg, wg]), np.array([1 - p_f, p_f]))),
             ("discrete", (self.age_values.copy(), np.full(levels, 1.0 / levels))),
         ]
         out += [("gaussian", self.spec.shared.continuous)] * self.spec.traits.continuous
         return out
+
+
+def _bursty(rng: np.random.Generator, T: int, fraction: float, run: float) -> np.ndarray:
+    """(T,) voiced mask from a two-state Markov chain: mean voiced run ``run``, stationary share ``fraction``."""
+    if fraction >= 1.0:
+        return np.ones(T, dtype=bool)
+    leave = 1.0 / run  # voiced -> silent
+    enter = min(1.0, fraction * leave / (1.0 - fraction))  # silent -> voiced, keeps the stationary share
+    u = rng.random(T)
+    out = np.empty(T, dtype=bool)
+    state = u[0] < fraction
+    out[0] = state
+    for t in range(1, T):
+        state = (u[t] >= leave) if state else (u[t] < enter)
+        out[t] = state
+    return out
 
 
 class SyntheticModality(ItemTable):
