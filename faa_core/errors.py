@@ -32,6 +32,10 @@ class NoFaceError(InputError):
     """The face detector found no face in an image."""
 
 
+class ImageTooThinError(NoFaceError):
+    """An image too narrow (or too extreme in aspect ratio) for the face detector to search."""
+
+
 class TooManyFacesError(InputError):
     """More candidate faces than the pipeline scores at once."""
 

@@ -8,7 +8,9 @@ go through the face encoder and the multimodal encoder in one batch.
 from __future__ import annotations
 
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
@@ -31,8 +33,10 @@ from .encoders import (
     resample_to_16k,
     resolve_weights,
 )
+from .encoders.face import FaceFeatures
 from .errors import CheckpointError, InputError, NoFaceError, TooManyFacesError
 from .media import MAX_AUDIO_SECONDS, MIN_AUDIO_SECONDS, Audio, check_audio, load_audio, load_image
+from .face_cache import DEFAULT_MAX_IMAGES, CachedImage, FaceCache, content_key, encoder_identity
 from .model import FAAModel
 
 MAX_FACES = 8
@@ -75,6 +79,8 @@ class MatchResult:
     voice_token_spans: np.ndarray  # (T, 2) seconds
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    #: images served from the face cache and faces that went through the face encoder in this call
+    face_cache: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (crops and upsampled heatmaps are left out)."""
@@ -118,8 +124,15 @@ class MatchPipeline:
         max_faces: int = MAX_FACES,
         min_audio_s: float = MIN_AUDIO_SECONDS,
         max_audio_s: float = MAX_AUDIO_SECONDS,
+        face_cache_size: int = DEFAULT_MAX_IMAGES,
+        overlap_encoders: bool = True,
     ) -> None:
         self.model = model.eval()
+        #: Recently seen images' faces, crops and features (``face_cache_size`` images, ~0.3 MB per face).
+        self.face_cache = FaceCache(face_cache_size)
+        self.overlap_encoders = overlap_encoders
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._executor_lock = threading.Lock()
         self.card = card
         self.face_encoder = face_encoder
         self.voice_encoder = voice_encoder
@@ -173,22 +186,73 @@ class MatchPipeline:
     def prepare_audio(self, audio: Any) -> Audio:
         """Read and check a recording (path, bytes, (rate, array) or ``Audio``)."""
         if not isinstance(audio, Audio):
-            audio = load_audio(audio, name="the recording")
+            audio = load_audio(audio, name="the recording", max_seconds=self.max_audio_s)
         return check_audio(audio, "the recording", self.min_audio_s, self.max_audio_s)
 
     def detect(
         self, images: Sequence[Any], names: Optional[Sequence[str]] = None, strict: bool = True
     ) -> tuple[list[tuple[int, int, DetectedFace]], list[ImageReport], list[str]]:
         """Detect faces in every image; bad images raise (strict) or are reported."""
+        found, reports, warnings, _, _, _ = self._find_faces(images, names, strict)
+        return found, reports, warnings
+
+    def _find_faces(
+        self, images: Sequence[Any], names: Optional[Sequence[str]], strict: bool, require: bool = True
+    ) -> tuple[list[tuple[int, int, DetectedFace]], list[ImageReport], list[str], list[Any], list[Optional[str]], int]:
+        """:meth:`detect`, served from the face cache where it can, plus each image's cache entry and key
+        and how many images came from the cache.
+
+        Images not in the cache are decoded, then detected together
+        (``FaceEncoder.detect_batch`` when the encoder has it: one MTCNN pass per
+        group of equal detection size); an image given twice is detected once.
+        """
         names = list(names) if names is not None else [_image_name(im, i) for i, im in enumerate(images)]
         if len(names) != len(images):
             raise ValueError(f"{len(images)} images but {len(names)} names")
-        found, reports, warnings = [], [], []
+        cache = self.face_cache
+        identity = encoder_identity(self.face_encoder) if cache.max_images else ""
+        keys = [content_key(img, identity) if cache.max_images else None for img in images]
+        entries: list[Optional[CachedImage]] = [cache.get(k) if k is not None else None for k in keys]
+        from_cache = sum(e is not None for e in entries)
+        errors: dict[int, InputError] = {}
+        loaded: dict[int, Any] = {}
+        first_of: dict[str, int] = {}
         for i, (img, name) in enumerate(zip(images, names)):
+            if entries[i] is not None:
+                continue
+            if keys[i] is not None and keys[i] in first_of:
+                continue  # the same image earlier in this call: detected once
+            if keys[i] is not None:
+                first_of[keys[i]] = i
+            try:
+                loaded[i] = load_image(img, name=name)
+            except InputError as exc:
+                errors[i] = exc
+        order = list(loaded)
+        for i, (faces, exc) in zip(order, self._detect_loaded([loaded[i] for i in order])):
+            if exc is None:
+                entries[i] = CachedImage(tuple(faces))
+                cache.put(keys[i], entries[i])
+            elif isinstance(exc, InputError):  # the detector's message does not know the image's name
+                wrapped = type(exc)(f"image {names[i]}: {exc}")
+                wrapped.__cause__ = exc
+                errors[i] = wrapped
+            else:
+                raise exc
+        for i, k in enumerate(keys):
+            if entries[i] is None and i not in errors and k is not None and k in first_of:
+                j = first_of[k]
+                entries[i] = entries[j]
+                if j in errors:
+                    errors[i] = errors[j]
+        found, reports, warnings = [], [], []
+        for i, name in enumerate(names):
             report = ImageReport(index=i, name=name)
             reports.append(report)
             try:
-                faces = self.face_encoder.detect(load_image(img, name=name))
+                if i in errors:
+                    raise errors[i]
+                faces = entries[i].faces
                 if not faces:
                     raise NoFaceError(f"no face found in image {name}")
             except InputError as exc:
@@ -198,7 +262,7 @@ class MatchPipeline:
                 continue
             report.faces = len(faces)
             found += [(i, j, f) for j, f in enumerate(faces)]
-        if not found:
+        if not found and require:
             detail = "; ".join(r.error for r in reports if r.error) or "no images were given"
             raise NoFaceError(f"no face to score: {detail}")
         if len(found) > self.max_faces:
@@ -208,7 +272,59 @@ class MatchPipeline:
             found = sorted(found, key=lambda t: -t[2].probability)[: self.max_faces]
             found.sort(key=lambda t: (t[0], t[1]))
             warnings.append(message + f"; the {self.max_faces} most confident detections were kept")
-        return found, reports, warnings
+        return found, reports, warnings, entries, keys, from_cache
+
+    def _detect_loaded(self, images: list[Any]) -> list[tuple[list[DetectedFace], Optional[BaseException]]]:
+        """Faces of decoded images, or the exception each one raised; batched when the encoder can."""
+        if not images:
+            return []
+        batch = getattr(self.face_encoder, "detect_batch", None)
+        if batch is not None and len(images) > 1:
+            return [(list(r.faces), r.error) for r in batch(images)]
+        out: list[tuple[list[DetectedFace], Optional[BaseException]]] = []
+        for image in images:
+            try:
+                out.append((self.face_encoder.detect(image), None))
+            except InputError as exc:
+                out.append(([], exc))
+        return out
+
+    def _face_features(
+        self, found: list[tuple[int, int, DetectedFace]], entries: list[Any], keys: list[Optional[str]]
+    ) -> tuple[Optional[FaceFeatures], int]:
+        """Features of the found faces: cached ones reused, the others encoded in one batch and cached.
+
+        Returns the features in ``found`` order (None when nothing was found)
+        and how many faces went through the encoder.
+        """
+        if not found:
+            return None, 0
+        need = [k for k, (i, j, _) in enumerate(found) if not entries[i].has_features(j)]
+        if need:
+            feats = self.face_encoder.encode([found[k][2].crop for k in need])
+            updates: dict[int, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
+            for m, k in enumerate(need):
+                i, j, _ = found[k]
+                updates.setdefault(i, {})[j] = (feats.embeddings[m].clone(), feats.tokens[m].clone())
+            for i, u in updates.items():
+                entries[i] = entries[i].with_features(u)
+                self.face_cache.put(keys[i], entries[i])
+        emb = torch.stack([entries[i].embeddings[j] for i, j, _ in found])
+        tok = torch.stack([entries[i].tokens[j] for i, j, _ in found])
+        return FaceFeatures(embeddings=emb, tokens=tok), len(need)
+
+    @torch.inference_mode()
+    def prepare_images(self, images: Sequence[Any], names: Optional[Sequence[str]] = None) -> list[ImageReport]:
+        """Detect and encode the faces of photos ahead of any voice, into the face cache.
+
+        Why: the demo does the photos' work once, when they are added, so that
+        every later match (a new recording, or each update of a live
+        microphone) runs only the voice encoder and the fusion. Bad images are
+        reported, never raised; at most ``max_faces`` faces are encoded.
+        """
+        found, reports, _, entries, keys, _ = self._find_faces(images, names, strict=False, require=False)
+        self._face_features(found, entries, keys)
+        return reports
 
     @torch.inference_mode()
     def __call__(
@@ -231,17 +347,23 @@ class MatchPipeline:
         wav = resample_to_16k(rec.samples, rec.sample_rate)
         timings["audio_load"] = time.perf_counter() - t0
 
-        t = time.perf_counter()
-        found, reports, warnings = self.detect(images, names, strict)
-        timings["detection"] = time.perf_counter() - t
+        # The voice runs beside the photos' work (decode, detection, face encoder) when
+        # overlap_encoders is on: MTCNN leaves cores idle between its many small steps.
+        voice_job = self._executor().submit(self._encode_voice, wav) if self.overlap_encoders else None
+        try:
+            t = time.perf_counter()
+            found, reports, warnings, entries, keys, from_cache = self._find_faces(images, names, strict)
+            timings["detection"] = time.perf_counter() - t
 
-        t = time.perf_counter()
-        face = self.face_encoder.encode([f.crop for _, _, f in found])
-        timings["face_encoder"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        voice = self.voice_encoder.encode(wav.to(self.device))
-        timings["voice_encoder"] = time.perf_counter() - t
+            t = time.perf_counter()
+            face, encoded = self._face_features(found, entries, keys)
+            timings["face_encoder"] = time.perf_counter() - t
+        except BaseException:
+            if voice_job is not None:
+                voice_job.cancel()
+            raise
+        voice, timings["voice_encoder"] = voice_job.result() if voice_job is not None else self._encode_voice(wav)
+        cache_use = {"images_from_cache": from_cache, "faces_encoded": encoded}
 
         t = time.perf_counter()
         probs, cosines, face_att, voice_att = self.score(voice, face, need_attention)
@@ -276,7 +398,22 @@ class MatchPipeline:
             voice_token_spans=voice.spans,
             warnings=rec.warnings + warnings,
             timings=timings,
+            face_cache=cache_use,
         )
+
+    def _encode_voice(self, wav: torch.Tensor) -> tuple[Any, float]:
+        """The voice encoder on a 16 kHz waveform, and its seconds (runs in a worker thread too)."""
+        t = time.perf_counter()
+        with torch.inference_mode():
+            voice = self.voice_encoder.encode(wav.to(self.device))
+        return voice, time.perf_counter() - t
+
+    def _executor(self) -> ThreadPoolExecutor:
+        """The worker threads that run voice encoders beside the face work (created on first use)."""
+        with self._executor_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="faa-voice")
+            return self._pool
 
     def score(self, voice, face, need_attention: bool = True):
         """Match probabilities, cosines and attention for one voice against N faces."""

@@ -262,3 +262,57 @@ def test_embed_image_from_path_and_no_face(face_encoder, face_image_path, blank_
     faces, feats = face_encoder.embed_image(face_image_path)
     assert len(faces) == 1 and feats.embeddings.shape == (1, 512)
     assert face_encoder.embed_image(blank_image_path) == ([], None)
+
+
+# --------------------------------------------------------------------------- crops as facenet cuts them, odd shapes
+
+
+@pytest.mark.parametrize("margin", [0, 20, 32])
+def test_crop_face_equals_facenet_extract_face(margin):
+    """Fractional boxes are cut as facenet-pytorch's extract_face cuts them (it truncates every edge)."""
+    from facenet_pytorch.models.utils.detect_face import extract_face
+
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (240, 320, 3), dtype=np.uint8))
+    for box in ([50.6, 40.7, 150.8, 160.9], [10.2, 5.5, 300.7, 239.6], [-3.4, -2.2, 80.5, 90.5]):
+        box = np.array(box, dtype=np.float32)
+        theirs = extract_face(img, box, image_size=CROP_SIZE, margin=margin)  # float tensor (3, H, W), 0..255
+        ours = crop_face(img, box, margin=margin)
+        assert np.array_equal(ours, theirs.permute(1, 2, 0).numpy().astype(np.uint8))
+
+
+@pytest.mark.parametrize("size", [(100_000, 16), (16, 100_000), (5000, 19), (100_000, 40)])
+def test_too_thin_images_say_so(face_encoder, size):
+    """MTCNN's pyramid is empty below 20 px on the short side (torch.cat crashed on these)."""
+    from faa_core.errors import ImageTooThinError, NoFaceError
+
+    with pytest.raises(ImageTooThinError, match=rf"{size[0]}x{size[1]} pixels\) is too thin") as info:
+        face_encoder.detect(Image.new("RGB", size, BACKGROUND))
+    assert isinstance(info.value, NoFaceError)
+    [entry] = face_encoder.detect_batch([Image.new("RGB", size, BACKGROUND)])
+    assert entry.faces == [] and isinstance(entry.error, ImageTooThinError)
+
+
+def test_elongated_image_keeps_the_detector_minimum(face_encoder, monkeypatch):
+    """A 20000 x 100 strip is searched on a 4000 x 20 copy (not 640 x 3) and gives no error."""
+    seen = []
+    original = face_encoder.detector.detect
+    monkeypatch.setattr(face_encoder.detector, "detect", lambda img, *a, **k: seen.append(img.size) or original(img, *a, **k))
+    assert face_encoder.detect(Image.new("RGB", (20_000, 100), BACKGROUND)) == []
+    assert seen == [(4000, 20)]
+
+
+def test_panorama_with_a_face_is_still_found(face_encoder):
+    wide = Image.new("RGB", (6000, 200), BACKGROUND)
+    wide.paste(draw_face(200), (2900, 0))
+    faces = face_encoder.detect(wide)  # copy 640 x 21: too small for this face, but no crash
+    assert isinstance(faces, list)
+
+
+def test_exif_rotated_phone_photo_is_detected(face_encoder, tmp_path):
+    upright = face_photo(640, 480, 300)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.jpg"
+    upright.transpose(Image.Transpose.ROTATE_90).save(path, format="JPEG", quality=95, exif=exif.tobytes())
+    faces, feats = face_encoder.embed_image(path)
+    assert len(faces) == 1 and feats is not None

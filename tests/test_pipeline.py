@@ -13,6 +13,7 @@ import torch
 from faa_core.checkpoint import save_checkpoint
 from faa_core.encoders import resample_to_16k
 from faa_core.errors import (
+    AudioTooLongError,
     AudioTooShortError,
     CheckpointError,
     NoFaceError,
@@ -199,3 +200,26 @@ def test_from_checkpoint_random_weights_warns(small_checkpoint, speech_wav, face
     assert any("SYNTHETIC" in w for w in pipe.model_warnings())
     pipe.warmup()
     assert pipe(speech_wav, [face_image_path]).faces
+
+
+def test_too_thin_image_reported_good_photo_scored(pipeline, speech_wav, face_image_path, tmp_path):
+    """A 100000 x 16 PNG (5 kB) crashed detection with torch.cat; now it is one image's message."""
+    from PIL import Image
+
+    thin = tmp_path / "strip.png"
+    Image.new("RGB", (100_000, 16), (90, 120, 160)).save(thin)
+    assert thin.stat().st_size < 20_000
+    result = pipeline(speech_wav, [thin, face_image_path], strict=False)
+    assert [f.image_index for f in result.faces] == [1]
+    assert result.images[0].error_type == "ImageTooThinError"
+    assert result.images[0].error.startswith("image strip.png: the image (100000x16 pixels) is too thin")
+    with pytest.raises(NoFaceError, match="strip.png"):
+        pipeline(speech_wav, [thin, face_image_path])
+
+
+def test_header_duration_limit_is_the_pipelines(pipeline, face_image_path, tmp_path):
+    """A long file is refused from its header at the pipeline's own limit (60 s), before decoding."""
+    long = tmp_path / "long.flac"
+    sf.write(str(long), np.full(61 * 8000, 0.1, np.float32), 8000, format="FLAC")
+    with pytest.raises(AudioTooLongError, match=r"61\.0 s \(from its header\); the limit is 60 s"):
+        pipeline(long, [face_image_path])

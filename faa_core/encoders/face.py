@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..errors import ImageTooThinError
 from ..media import load_image
 from .weights import WeightFile, load_into
 
@@ -78,13 +79,18 @@ def build_face_detector(device: torch.device | str = "cpu", min_face_size: int =
 
 
 def crop_face(image: Image.Image, box: np.ndarray, size: int = CROP_SIZE, margin: float = 0.0) -> np.ndarray:
-    """Cut a box (plus ``margin`` pixels of the output scale) and resize it to size x size."""
+    """Cut a box (plus ``margin`` pixels of the output scale) and resize it to size x size.
+
+    The one crop function of the project: training extraction and the app/CLI
+    both cut their crops here, so a face gives the same crop in both.
+    """
     x1, y1, x2, y2 = (float(v) for v in box)
     mx = margin * (x2 - x1) / (size - margin)
     my = margin * (y2 - y1) / (size - margin)
     x1, y1 = max(x1 - mx / 2, 0.0), max(y1 - my / 2, 0.0)
     x2, y2 = min(x2 + mx / 2, image.width), min(y2 + my / 2, image.height)
-    region = image.crop((int(x1), int(y1), int(round(x2)), int(round(y2))))
+    # Truncated as facenet-pytorch's extract_face does, so crops equal the ones its encoder was used with.
+    region = image.crop((int(x1), int(y1), int(x2), int(y2)))
     return np.asarray(region.resize((size, size), Image.BILINEAR), dtype=np.uint8)
 
 
@@ -116,8 +122,26 @@ class FaceEncoder:
         return self._faces_from(image, boxes, probs, scale)
 
     def _detection_copy(self, image: Image.Image) -> tuple[Image.Image, float]:
-        """The copy MTCNN sees (shrunk to ``detect_max_side``) and its scale; shared by detect and detect_batch."""
-        scale = min(1.0, self.detect_max_side / max(image.width, image.height))
+        """The copy MTCNN sees (shrunk to ``detect_max_side``) and its scale; shared by detect and detect_batch.
+
+        MTCNN cannot search an image whose short side is below its minimum face
+        size (its pyramid is empty). For a very elongated image the shrink is
+        reduced so that the short side keeps that size, as long as the copy
+        stays within ``detect_max_side ** 2`` pixels; otherwise (or when the
+        original is already that thin) ``ImageTooThinError`` says so.
+        """
+        short, long = min(image.width, image.height), max(image.width, image.height)
+        need = int(getattr(self.detector, "min_face_size", 20))
+        scale = min(1.0, self.detect_max_side / long)
+        if round(short * scale) < need:
+            scale = min(1.0, need / short)
+            area = round(image.width * scale) * round(image.height * scale)
+            if short < need or area > self.detect_max_side**2:
+                raise ImageTooThinError(
+                    f"the image ({image.width}x{image.height} pixels) is too thin to hold a face: the "
+                    f"detector needs {need} px on the short side within {self.detect_max_side**2:,} "
+                    "pixels; give a photo of the face"
+                )
         small = image
         if scale < 1.0:
             small = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
