@@ -46,6 +46,10 @@ from faa_core.errors import FAAError
 
 __all__ = [
     "ProtocolError",
+    "Direction",
+    "DIRECTIONS",
+    "direction_from_name",
+    "query_modalities",
     "Identity",
     "VerificationList",
     "MatchingList",
@@ -63,6 +67,8 @@ __all__ = [
 
 PathLike = Union[str, Path]
 Direction = Literal["v2f", "f2v"]
+#: The two query directions: a voice queries faces (v2f) or a face queries voices (f2v).
+DIRECTIONS: tuple[Direction, ...] = ("v2f", "f2v")
 
 PROTOCOL_NAMES: tuple[str, ...] = ("wen2021", "nagrani2018")
 #: Wen identity splits, taken from the CSV file names.
@@ -98,8 +104,37 @@ def _frozen_str_array(values: Iterable[str] | np.ndarray) -> np.ndarray:
 
 
 def _check_direction(direction: str) -> None:
-    if direction not in ("v2f", "f2v"):
+    if direction not in DIRECTIONS:
         raise ValueError(f"direction must be 'v2f' or 'f2v', got {direction!r}")
+
+
+def direction_from_name(name: str) -> Direction | None:
+    """``v2f``/``f2v`` from a list name's ``_``-separated tokens; None when it has neither.
+
+    The released files encode the query modality only in their names
+    (``verify_f2v_test``, ``match_g_v2f_2_val``, ``sl_match_f2v_test``); this is the
+    one place that reads it. A name with both tokens is refused.
+    """
+    tokens = set(Path(str(name)).name.split("_"))
+    found = [d for d in DIRECTIONS if d in tokens]
+    if len(found) > 1:
+        raise ProtocolError(f"{name}: the name holds both v2f and f2v; a list has one direction")
+    return found[0] if found else None  # type: ignore[return-value]
+
+
+def query_modalities(direction: Direction) -> tuple[str, str]:
+    """(query modality, candidate modality) of a direction: ("voice", "face") for v2f."""
+    _check_direction(direction)
+    return ("voice", "face") if direction == "v2f" else ("face", "voice")
+
+
+def _own_direction(lst: object) -> None:
+    """Fill a list's ``direction`` from its name when not given; check a given one."""
+    direction = getattr(lst, "direction")
+    if direction is None:
+        object.__setattr__(lst, "direction", direction_from_name(getattr(lst, "name")))
+    else:
+        _check_direction(direction)
 
 
 @dataclass(frozen=True)
@@ -115,14 +150,21 @@ class Identity:
 
 @dataclass(frozen=True, eq=False)
 class VerificationList:
-    """Voice-face pairs with a same-person label (1) or not (0); metric: ROC AUC."""
+    """Voice-face pairs with a same-person label (1) or not (0); metric: ROC AUC.
+
+    ``direction`` is the query modality the file was written with (Wen's files put
+    its column first); None for lists whose name has no ``v2f``/``f2v`` token
+    (Nagrani's). Left out, it is read from ``name``.
+    """
 
     name: str
     voices: np.ndarray
     faces: np.ndarray
     labels: np.ndarray
+    direction: Direction | None = None
 
     def __post_init__(self) -> None:
+        _own_direction(self)
         voices, faces = _frozen_str_array(self.voices), _frozen_str_array(self.faces)
         labels = np.asarray(self.labels)
         if labels.ndim != 1 or not (len(voices) == len(faces) == len(labels)):
@@ -180,6 +222,9 @@ class RetrievalList:
 
     Each voice queries all faces (v2f) and each face all voices (f2v); the
     relevant items are those with the same identity key (VoxCeleb1 id).
+    ``direction`` is the one direction the list is scored in (Wen's
+    ``reterival_v2f_test``), None for both (Nagrani's ``retrieval_20k``); left
+    out, it is read from ``name``. :attr:`directions` is what evaluation loops over.
     """
 
     name: str
@@ -187,8 +232,15 @@ class RetrievalList:
     faces: np.ndarray
     voice_identities: np.ndarray
     face_identities: np.ndarray
+    direction: Direction | None = None
+
+    @property
+    def directions(self) -> tuple[Direction, ...]:
+        """The query directions to score: the list's own, or both when it has none."""
+        return (self.direction,) if self.direction else DIRECTIONS
 
     def __post_init__(self) -> None:
+        _own_direction(self)
         v, f, vi, fi = (
             _frozen_str_array(a) for a in (self.voices, self.faces, self.voice_identities, self.face_identities)
         )
@@ -331,12 +383,11 @@ def _check_modality(paths: Sequence[str], file: Path, linenos: Sequence[int], wa
 
 
 def _direction_of(stem: str, file: Path | str) -> Direction:
-    """``v2f``/``f2v`` from a list name: the files encode the query modality only in their names."""
-    tokens = set(stem.split("_"))
-    found = [d for d in ("v2f", "f2v") if d in tokens]
-    if len(found) != 1:
+    """The direction a Wen list file must have (its column order depends on it)."""
+    direction = direction_from_name(stem)
+    if direction is None:
         raise ProtocolError(f"{file}: cannot tell the direction from the name {stem!r} (needs exactly one of v2f/f2v)")
-    return found[0]  # type: ignore[return-value]
+    return direction
 
 
 def _check_matching(
@@ -420,16 +471,16 @@ def _read_wen_verification(path: Path, keys: Mapping[str, str]) -> VerificationL
     _check_modality(faces, path, linenos, "face")
     v_ids = np.array(_resolve(voices, keys, path, linenos, "voice"))
     f_ids = np.array(_resolve(faces, keys, path, linenos, "face"))
-    return VerificationList(path.stem, np.array(voices), np.array(faces), (v_ids == f_ids).astype(np.int8))
+    return VerificationList(path.stem, np.array(voices), np.array(faces), (v_ids == f_ids).astype(np.int8), direction)
 
 
-def _read_wen_matching(path: Path, keys: Mapping[str, str]) -> MatchingList:
+def _read_matching(path: Path, keys: Mapping[str, str]) -> MatchingList:
+    """1:2 triplets, whitespace-separated, query first, correct candidate second (Wen's and Nagrani's files alike)."""
     direction = _direction_of(path.stem, path)
     linenos, (q, pos, neg) = _read_rows(path, 3)
-    qmod, cmod = ("voice", "face") if direction == "v2f" else ("face", "voice")
-    _check_modality(q, path, linenos, qmod)
-    _check_modality(pos, path, linenos, cmod)
-    _check_modality(neg, path, linenos, cmod)
+    qmod, cmod = query_modalities(direction)
+    for col, mod in ((q, qmod), (pos, cmod), (neg, cmod)):
+        _check_modality(col, path, linenos, mod)
     ids = [_resolve(col, keys, path, linenos, mod) for col, mod in ((q, qmod), (pos, cmod), (neg, cmod))]
     _check_matching(*ids, path, linenos, (q, pos, neg))
     return MatchingList(path.stem, direction, np.array(q), np.array(pos), np.array(neg))
@@ -449,7 +500,7 @@ def _read_wen_retrieval(path: Path, keys: Mapping[str, str]) -> RetrievalList:
     _check_modality(faces, path, [lf] * len(faces), "face")
     v_ids = _resolve(voices, keys, path, [lv] * len(voices), "voice")
     f_ids = _resolve(faces, keys, path, [lf] * len(faces), "face")
-    return RetrievalList(path.stem, np.array(voices), np.array(faces), np.array(v_ids), np.array(f_ids))
+    return RetrievalList(path.stem, np.array(voices), np.array(faces), np.array(v_ids), np.array(f_ids), direction)
 
 
 def read_wen2021(folder: PathLike) -> Protocol:
@@ -467,7 +518,7 @@ def read_wen2021(folder: PathLike) -> Protocol:
     identities = _read_wen_identities(folder)
     keys = _identity_keys(identities.values())
     verification = {p.stem: _read_wen_verification(p, keys) for p in _wen_list_files(folder, ("verify",))}
-    matching = {p.stem: _read_wen_matching(p, keys) for p in _wen_list_files(folder, ("match",))}
+    matching = {p.stem: _read_matching(p, keys) for p in _wen_list_files(folder, ("match",))}
     retrieval = {p.stem: _read_wen_retrieval(p, keys) for p in _wen_list_files(folder, ("reterival", "retrieval"))}
     return Protocol("wen2021", identities, verification, matching, retrieval)
 
@@ -609,16 +660,7 @@ def read_nagrani2018(folder: PathLike) -> Protocol:
         p.stem: _read_nagrani_verification(p, keys) for p in sorted((folder / "veriflist").glob("veriflist_*.txt"))
     }
 
-    matching: dict[str, MatchingList] = {}
-    for path in sorted((folder / "matching").glob("matching_*.csv")):
-        direction = _direction_of(path.stem, path)
-        linenos, (q, pos, neg) = _read_rows(path, 3)
-        qmod, cmod = ("voice", "face") if direction == "v2f" else ("face", "voice")
-        for col, mod in ((q, qmod), (pos, cmod), (neg, cmod)):
-            _check_modality(col, path, linenos, mod)
-        ids = [_resolve(col, keys, path, linenos, mod) for col, mod in ((q, qmod), (pos, cmod), (neg, cmod))]
-        _check_matching(*ids, path, linenos, (q, pos, neg))
-        matching[path.stem] = MatchingList(path.stem, direction, np.array(q), np.array(pos), np.array(neg))
+    matching = {p.stem: _read_matching(p, keys) for p in sorted((folder / "matching").glob("matching_*.csv"))}
 
     retrieval: dict[str, RetrievalList] = {}
     rdir = folder / "retrieval"
@@ -684,6 +726,14 @@ def _as_items(value) -> list:
     if isinstance(value, (VerificationList, MatchingList, RetrievalList, Identity)):
         return [value]
     return list(value)
+
+
+def _written_direction(lst: VerificationList | MatchingList | RetrievalList) -> Direction:
+    """The list's direction, which its Wen file name must also say (the reader goes by the name)."""
+    named = _direction_of(lst.name, lst.name)
+    if lst.direction is not None and named != lst.direction:
+        raise ProtocolError(f"{lst.name}: the name says {named} but the list's direction is {lst.direction}")
+    return named
 
 
 def write_wen2021_lists(
@@ -755,7 +805,7 @@ def write_wen2021_lists(
         return path
 
     for lst in _as_items(verification):
-        path, direction = target(lst.name, ("verify",)), _direction_of(lst.name, lst.name)
+        path, direction = target(lst.name, ("verify",)), _written_direction(lst)
         same = (ids_of(lst.voices, lst.name, "voice") == ids_of(lst.faces, lst.name, "face")).astype(np.int8)
         wrong = np.flatnonzero(same != lst.labels)
         if wrong.size:
@@ -768,17 +818,15 @@ def write_wen2021_lists(
         files[path] = "".join(f"{a} {b}\n" for a, b in zip(cols[0].tolist(), cols[1].tolist()))
 
     for lst in _as_items(matching):
-        path, direction = target(lst.name, ("match",)), _direction_of(lst.name, lst.name)
-        if direction != lst.direction:
-            raise ProtocolError(f"{lst.name}: the name says {direction} but the list's direction is {lst.direction}")
-        qmod, cmod = ("voice", "face") if direction == "v2f" else ("face", "voice")
+        path, direction = target(lst.name, ("match",)), _written_direction(lst)
+        qmod, cmod = query_modalities(direction)
         cols = (lst.queries, lst.positives, lst.negatives)
         ids = [ids_of(col, lst.name, mod) for col, mod in zip(cols, (qmod, cmod, cmod))]
         _check_matching(*ids, Path(lst.name), range(1, len(lst) + 1), cols)
         files[path] = "".join(f"{q} {p} {n}\n" for q, p, n in zip(*(c.tolist() for c in cols)))
 
     for lst in _as_items(retrieval):
-        path, direction = target(lst.name, ("reterival", "retrieval")), _direction_of(lst.name, lst.name)
+        path, direction = target(lst.name, ("reterival", "retrieval")), _written_direction(lst)
         for paths, given, what in (
             (lst.voices, lst.voice_identities, "voice"),
             (lst.faces, lst.face_identities, "face"),

@@ -568,3 +568,47 @@ def test_real_wen_round_trips_through_the_writer(real_wen, tmp_path):
         retrieval=real_wen.retrieval,
     )
     _assert_same_lists(read_wen2021(tmp_path), real_wen)
+
+
+# ---------------------------------------------------------------------------
+# the direction of a list: one field, read from the name in one place
+# ---------------------------------------------------------------------------
+
+
+def test_direction_is_a_field_of_every_list():
+    from faa_core.protocols import DIRECTIONS, direction_from_name
+
+    v = VerificationList("verify_f2v_test", ["id1/a.wav"], ["N/b.jpg"], [1])
+    assert v.direction == "f2v"
+    assert VerificationList("veriflist_test_G_unseenunheard", ["id1/a.wav"], ["N/b.jpg"], [1]).direction is None
+    r = RetrievalList("reterival_v2f_sl_test_3", ["id1/a.wav"], ["N/b.jpg"], ["id1"], ["id1"])
+    assert (r.direction, r.directions) == ("v2f", ("v2f",))
+    both = RetrievalList("retrieval_20k", ["id1/a.wav"], ["N/b.jpg"], ["id1"], ["id1"])
+    assert (both.direction, both.directions) == (None, DIRECTIONS)
+    assert RetrievalList("custom", ["a.wav"], ["b.jpg"], ["i"], ["i"], direction="f2v").directions == ("f2v",)
+    assert [direction_from_name(n) for n in ("match_g_v2f_2_val", "sl_match_f2v_g_test", "retrieval_v2fx", "x")] == [
+        "v2f", "f2v", None, None]
+    with pytest.raises(ProtocolError, match="both v2f and f2v"):
+        direction_from_name("verify_v2f_f2v")
+    with pytest.raises(ValueError, match="direction must be 'v2f' or 'f2v', got 'up'"):
+        VerificationList("verify_v2f_x", ["a.wav"], ["b.jpg"], [1], direction="up")
+
+
+def test_readers_set_the_direction_and_evaluation_follows_it(tmp_path):
+    """Retrieval lists are scored in the directions the list object says, not by a substring of the key."""
+    from faa_core.protocols import Identity, write_wen2021_lists
+
+    ids = [Identity("id1", "A_B", "m", "X", "test"), Identity("id2", "C_D", "f", "X", "test")]
+    voices, faces = ["id1/v/1.wav", "id2/v/1.wav"], ["A_B/1.jpg", "C_D/1.jpg"]
+    write_wen2021_lists(
+        tmp_path, ids,
+        verification=[VerificationList("verify_f2v_test", voices, faces, [1, 1])],
+        retrieval=[RetrievalList("reterival_f2v_test", voices, faces, ["id1", "id2"], ["id1", "id2"])],
+    )
+    assert (tmp_path / "verify_f2v_test.txt").read_text().split("\n")[0] == "A_B/1.jpg id1/v/1.wav"
+    proto = read_wen2021(tmp_path)
+    assert proto.verification["verify_f2v_test"].direction == "f2v"
+    assert proto.retrieval["reterival_f2v_test"].directions == ("f2v",)
+    with pytest.raises(ProtocolError, match="the name says v2f but the list's direction is f2v"):
+        write_wen2021_lists(tmp_path / "b", ids, verification=[
+            VerificationList("verify_v2f_test", voices, faces, [1, 1], direction="f2v")])

@@ -107,7 +107,7 @@ def evaluate_protocol(
         v, f = _items(voice, rl.voices), _items(face, rl.faces)
         sim = retrieval_sim(v, f)
         entry: dict[str, Any] = {"task": "retrieval", "metric": "map", "voices": len(v), "faces": len(f)}
-        directions = [d for d in ("v2f", "f2v") if d in name] or ["v2f", "f2v"]
+        directions = rl.directions
         for d in directions:
             mat = sim if d == "v2f" else sim.T
             q_ids, g_ids = (rl.voice_identities, rl.face_identities) if d == "v2f" else (rl.face_identities, rl.voice_identities)
@@ -237,7 +237,7 @@ class ModelScorer:
         for name, rl in protocol.retrieval.items():
             v, f = _items(self.voice, rl.voices), _items(self.face, rl.faces)
             sim = self.retrieval(v, f)
-            for d in [d for d in ("v2f", "f2v") if d in name] or ["v2f", "f2v"]:
+            for d in rl.directions:
                 mat = sim if d == "v2f" else sim.T
                 top = self._top(mat)
                 q_items = np.repeat(v if d == "v2f" else f, top.shape[1])

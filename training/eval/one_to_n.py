@@ -15,12 +15,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+from faa_core.protocols import direction_from_name
+
 PATTERN = "sl_match_*.txt"
 
 
 def read_one_to_n(path: Path) -> tuple[str, np.ndarray, np.ndarray]:
     """(direction, queries (T,), candidates (T, N) with the correct one first) of one list file."""
-    direction = "v2f" if "_v2f" in path.name else "f2v" if "_f2v" in path.name else None
+    direction = direction_from_name(path.stem)
     if direction is None:
         raise ValueError(f"{path.name}: cannot tell the direction (v2f or f2v) from the name")
     rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
