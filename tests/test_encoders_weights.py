@@ -441,3 +441,92 @@ def test_state_dict_wrapper_and_safetensors(tmp_path):
     bad.write_bytes(b"abc")
     with pytest.raises(WeightsUnavailableError, match="cannot be read"):
         load_state_dict(bad, "voice")
+
+
+# --------------------------------------------------------------------------- (c) equal to the libraries' own inference
+
+
+@pytest.fixture(scope="module")
+def genuine_files(tmp_path_factory, source_nets) -> Path:
+    """Random weights in the published files' layouts: facenet's VGGFace2 key set (8631-class logits,
+    no ``num_batches_tracked``, as in the release file) and SpeechBrain's ``embedding_model.ckpt``."""
+    face, voice = source_nets
+    folder = tmp_path_factory.mktemp("genuine")
+    face_state = {k: v for k, v in face.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert face_state["logits.weight"].shape == (8631, 512)
+    torch.save(face_state, folder / FACE_WEIGHTS_FILE)
+    torch.save(voice.state_dict(), folder / VOICE_WEIGHTS_FILE)
+    return folder
+
+
+def test_face_file_without_batch_counters_is_accepted(genuine_files):
+    """The release file has no num_batches_tracked; torch's strict load accepts it, so must we."""
+    from facenet_pytorch import InceptionResnetV1
+
+    state = torch.load(genuine_files / FACE_WEIGHTS_FILE, weights_only=True)
+    assert not any(k.endswith("num_batches_tracked") for k in state)
+    InceptionResnetV1(pretrained=None, classify=True, num_classes=8631).load_state_dict(state)  # strict
+    net = build_face_network(WeightFile(genuine_files / FACE_WEIGHTS_FILE, "genuine"))
+    assert torch.equal(net.last_bn.running_mean, state["last_bn.running_mean"])
+
+
+def test_face_encoder_equals_facenet_inference(genuine_files, monkeypatch):
+    """MTCNN-style crop, standardisation and InceptionResnetV1 as facenet-pytorch runs them (its own
+    weight loading from TORCH_HOME) give the same embedding and repeat_2 map as the project."""
+    from facenet_pytorch import InceptionResnetV1, fixed_image_standardization
+    from facenet_pytorch.models.utils.detect_face import extract_face
+    from PIL import Image
+
+    from faa_core.encoders.face import crop_face
+
+    torch_home = genuine_files / "torch_home"
+    (torch_home / "checkpoints").mkdir(parents=True, exist_ok=True)
+    target = torch_home / "checkpoints" / FACE_WEIGHTS_FILE
+    if not target.exists():
+        target.symlink_to(genuine_files / FACE_WEIGHTS_FILE)
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("download attempted"))
+    ref_net = InceptionResnetV1(pretrained="vggface2", classify=False).eval()
+    maps = []
+    ref_net.repeat_2.register_forward_hook(lambda m, i, o: maps.append(o))
+
+    ours = FaceEncoder(resolve_weights(genuine_files).face)
+    img = Image.fromarray(np.random.default_rng(5).integers(0, 256, (300, 400, 3), dtype=np.uint8))
+    boxes = [np.array([50.3, 40.8, 210.6, 230.2], np.float32), np.array([180.9, 20.1, 390.4, 280.7], np.float32)]
+    ref_x = torch.stack([fixed_image_standardization(extract_face(img, b)) for b in boxes])
+    with torch.no_grad():
+        ref_emb = ref_net(ref_x)
+    out = ours.encode([crop_face(img, b) for b in boxes])
+    torch.testing.assert_close(out.embeddings, ref_emb, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(out.tokens, maps[0].flatten(2).transpose(1, 2), atol=2e-5, rtol=1e-4)
+
+
+def test_voice_encoder_equals_speechbrain_inference(genuine_files, speech_wav):
+    """Fbank(80) + sentence mean normalisation + ECAPA-TDNN as SpeechBrain's EncoderClassifier runs them
+    (weights through SpeechBrain's own parameter transfer) give the project's embedding and frames."""
+    from speechbrain.lobes.features import Fbank
+    from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+    from speechbrain.processing.features import InputNormalization
+    from speechbrain.utils.checkpoints import torch_parameter_transfer
+
+    ref = ECAPA_TDNN(80, channels=[1024, 1024, 1024, 1024, 3072], kernel_sizes=[5, 3, 3, 3, 1],
+                     dilations=[1, 2, 3, 4, 1], attention_channels=128, lin_neurons=192)
+    torch_parameter_transfer(ref, str(genuine_files / VOICE_WEIGHTS_FILE))
+    ref.eval()
+    frames = []
+    ref.blocks[-1].register_forward_hook(lambda m, i, o: frames.append(o))
+    audio = load_audio(speech_wav)
+    wav = resample_to_16k(audio.samples, audio.sample_rate)[None]
+    lens = torch.ones(1)
+    with torch.no_grad():
+        feats = InputNormalization(norm_type="sentence", std_norm=False)(Fbank(n_mels=80)(wav), lens)
+        ref_emb = F.normalize(ref(feats, lens).reshape(1, -1), dim=1)[0]
+
+    ours = VoiceEncoder(resolve_weights(genuine_files).voice)
+    out = ours.encode(wav[0])
+    torch.testing.assert_close(out.embedding, ref_emb, atol=2e-5, rtol=1e-4)
+    ref_frames = frames[0][0].T  # (T, 1024)
+    own_frames, _ = ours.forward_features(ours.features(wav))
+    torch.testing.assert_close(own_frames[0], ref_frames, atol=2e-5, rtol=1e-4)
+    ref_tokens, _ = ours.pool_tokens(ref_frames)
+    torch.testing.assert_close(out.tokens, ref_tokens, atol=2e-5, rtol=1e-4)

@@ -199,11 +199,17 @@ def load_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
 
 
 def load_into(module: torch.nn.Module, path: Path, what: str, ignore_prefixes: tuple[str, ...] = ()) -> None:
-    """Load a state dict strictly (after dropping ``ignore_prefixes``), explaining mismatches."""
+    """Load a state dict strictly (after dropping ``ignore_prefixes``), explaining mismatches.
+
+    BatchNorm's ``num_batches_tracked`` counters may be absent (facenet-pytorch's
+    VGGFace2 release file has none): they only matter for training with
+    momentum=None, and torch's own strict load fills them in, so they are not
+    counted as missing.
+    """
     state = load_state_dict(path, what)
-    state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
+    state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}  # a plain dict: no version metadata
     own = module.state_dict()
-    missing = sorted(set(own) - set(state))
+    missing = sorted(k for k in set(own) - set(state) if not k.endswith(".num_batches_tracked"))
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or wrong:
