@@ -9,7 +9,7 @@ reachable one. A world name may add generative variants to a preset
 The generative model is documented in :mod:`training.synth.world`.
 """
 
-from .layout import Manifest, make_layout
+from .layout import WorldLayout, make_layout
 from .oracle import oracle_report, oracle_scores
 from .presets import WorldSpec, get_preset, preset_names, suite_names, variant_names
 from .probe import TraitProbe, probe_scores
@@ -18,7 +18,7 @@ from .world import LatentModel, SyntheticModality, face_region_mask, face_region
 from .worlddir import SyntheticWorld, Truth, build_world, load_world
 
 __all__ = [
-    "Manifest",
+    "WorldLayout",
     "make_layout",
     "oracle_report",
     "oracle_scores",

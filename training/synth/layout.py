@@ -1,6 +1,6 @@
 """Who is in a synthetic world and which files it has: identities, videos, items.
 
-The layout (a :class:`Manifest`) is separate from the generative model so the
+The layout (a :class:`WorldLayout`) is separate from the generative model so the
 same model can fill either a world laid out from a preset (:func:`make_layout`)
 or one bound to a real protocol's file names (``protocol.bind_layout``).
 
@@ -51,8 +51,13 @@ class ItemList:
 
 
 @dataclass
-class Manifest:
-    """Identities (VoxCeleb1 id, VGGFace1-style name, gender m/f, split), videos and items."""
+class WorldLayout:
+    """Identities (VoxCeleb1 id, VGGFace1-style name, gender m/f, split), videos and items of a synthetic world.
+
+    Saved under ``WORLD/manifest/``; not to be confused with
+    :class:`training.ingest.manifest.Manifest`, the list of real media files an
+    extraction reads.
+    """
 
     vox_ids: np.ndarray
     names: np.ndarray
@@ -87,7 +92,7 @@ class Manifest:
             _write_csv(folder / f"{m}.csv", ("id", "video", "identity", "split"), zip(*self.item_table(m)))
 
     @classmethod
-    def load(cls, folder: Path) -> "Manifest":
+    def load(cls, folder: Path) -> "WorldLayout":
         ident = _read_csv(folder / "identities.csv")
         vox = np.asarray(ident["vox_id"], dtype=str)
         id_index = {v: i for i, v in enumerate(vox.tolist())}
@@ -236,7 +241,7 @@ def synthetic_names(rng: np.random.Generator, n: int) -> list[str]:
     return out
 
 
-def make_layout(spec: WorldSpec, seed: int) -> Manifest:
+def make_layout(spec: WorldSpec, seed: int) -> WorldLayout:
     """Identities split train/val/test, then their videos and items, all from ``seed``."""
     rng = np.random.default_rng([int(seed), 11])
     counts = [spec.identities[s] for s in SPLITS]
@@ -252,7 +257,7 @@ def make_layout(spec: WorldSpec, seed: int) -> Manifest:
             b.add_training_videos(spec, i, vox[i], names[i], spec.videos_per_identity[s])
         else:
             b.add_eval_items(spec, i, vox[i], names[i], spec.videos_per_identity[s], s)
-    return Manifest(
+    return WorldLayout(
         vox_ids=vox,
         names=names,
         genders=genders.astype(str),

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .layout import MODALITIES, LayoutBuilder, Manifest
+from .layout import MODALITIES, LayoutBuilder, WorldLayout
 from .presets import WorldSpec
 
 PROTOCOLS = ("wen2021", "nagrani2018")
@@ -75,7 +75,7 @@ def _split_of(protocol_split: str) -> str:
     return protocol_split if protocol_split in ("train", "val", "test") else "test"
 
 
-def bind_layout(spec: WorldSpec, seed: int, protocol: str, folder: str | Path) -> Manifest:
+def bind_layout(spec: WorldSpec, seed: int, protocol: str, folder: str | Path) -> WorldLayout:
     """A manifest whose identities and evaluation items are those of a real protocol folder."""
     from faa_core.protocols import read_protocol
 
@@ -112,7 +112,7 @@ def bind_layout(spec: WorldSpec, seed: int, protocol: str, folder: str | Path) -
             b.add_training_videos(spec, i, vox[i], names[i], spec.videos_per_identity["train"])
         elif splits[i] == "val" and not has_items[i]:
             b.add_eval_items(spec, i, vox[i], names[i], spec.videos_per_identity["val"], "val")
-    return Manifest(
+    return WorldLayout(
         vox_ids=vox,
         names=names,
         genders=genders,
@@ -145,7 +145,7 @@ def copy_protocol(folder: str | Path, out: Path) -> list[Path]:
 class _Pools:
     """Items of one split grouped by identity and by (gender, identity), for drawing trials."""
 
-    def __init__(self, manifest: Manifest, split: str) -> None:
+    def __init__(self, manifest: WorldLayout, split: str) -> None:
         self.m = manifest
         self.by_id: dict[str, dict[int, np.ndarray]] = {}
         for mod in MODALITIES:
@@ -173,7 +173,7 @@ class _Pools:
         return int(rng.choice(self.by_id[mod][i]))
 
 
-def _trials(manifest: Manifest, split: str, rng: np.random.Generator, negatives: int) -> dict[str, Any]:
+def _trials(manifest: WorldLayout, split: str, rng: np.random.Generator, negatives: int) -> dict[str, Any]:
     """Verification pairs, 1:2 triplets and retrieval galleries of one split, both directions, U and G."""
     pools = _Pools(manifest, split)
     if len(pools.identities) < 2:
@@ -202,7 +202,7 @@ def _trials(manifest: Manifest, split: str, rng: np.random.Generator, negatives:
     return out
 
 
-def write_world_lists(manifest: Manifest, spec: WorldSpec, seed: int, out: Path) -> list[Path]:
+def write_world_lists(manifest: WorldLayout, spec: WorldSpec, seed: int, out: Path) -> list[Path]:
     """Wen 2021 format lists of an unbound world into ``out``.
 
     Test split: ``verify_{v2f,f2v}_test``, ``verify_g_{v2f,f2v}_test`` (negatives

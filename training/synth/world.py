@@ -101,7 +101,7 @@ import numpy as np
 
 from training.features import ItemTable, pad_tokens
 
-from .layout import MODALITIES, Manifest
+from .layout import MODALITIES, WorldLayout
 from .presets import WorldSpec
 
 MOD_CODE = {"face": 1, "voice": 2}
@@ -220,7 +220,7 @@ class ItemLatents:
 class LatentModel:
     """Identity traits, video nuisances and maps of one world; generates any item's features."""
 
-    def __init__(self, spec: WorldSpec, seed: int, manifest: Manifest) -> None:
+    def __init__(self, spec: WorldSpec, seed: int, manifest: WorldLayout) -> None:
         self.spec = spec
         self.seed = int(seed)
         self.manifest = manifest

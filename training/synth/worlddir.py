@@ -32,7 +32,7 @@ import numpy as np
 from faa_core.fileio import atomic_write_json
 from training.features import FeatureSource, FeatureStore, FeatureStoreWriter
 
-from .layout import MODALITIES, Manifest, make_layout
+from .layout import MODALITIES, WorldLayout, make_layout
 from .oracle import oracle_report
 from .presets import WorldSpec, get_preset
 from .protocol import PROTOCOLS, bind_layout, copy_protocol, write_world_lists
@@ -124,7 +124,7 @@ class SyntheticWorld:
         self.spec = WorldSpec.from_dict(meta["spec"])
         self.seed = int(meta["seed"])
         self.storage = str(meta["storage"])
-        self.manifest = Manifest.load(self.root / "manifest")
+        self.manifest = WorldLayout.load(self.root / "manifest")
         self.model = LatentModel(self.spec, self.seed, self.manifest)
         self.truth = Truth(self.root / "truth")
         self.sources: dict[str, FeatureSource]
