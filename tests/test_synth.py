@@ -393,3 +393,132 @@ def test_cli_tiny(tmp_path):
     assert res2.returncode == 2 and "already holds" in res2.stderr  # never overwritten by accident
     res3 = subprocess.run(cmd[:-1] + ["--overwrite", "--no-report"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res3.returncode == 0, res3.stderr
+
+
+# -- variants, suite, probe -------------------------------------------------------------------
+
+
+def test_world_names_combine_variants():
+    from training.synth import suite_names, variant_names
+    from training.synth.presets import WorldSpec
+
+    spec = get_preset("tiny+nonlinear", variants=["bursty"])
+    assert spec.name == "tiny+nonlinear+bursty"
+    assert (spec.maps.kind, spec.maps.gain, spec.voice.burst) == ("mlp", 1.5, 4.0)
+    assert get_preset("tiny+linear").to_dict() | {"name": "tiny"} == get_preset("tiny").to_dict()
+    ref = get_preset("tiny")
+    assert (ref.maps.kind, ref.face.regions, ref.voice.burst, ref.traits.gender_correlation) == ("linear", 1, 0.0, 0.0)
+    with pytest.raises(ValueError, match="unknown variant 'wobbly'"):
+        get_preset("tiny+wobbly")
+    with pytest.raises(ValueError, match="named twice"):
+        get_preset("tiny+bursty", variants=["bursty"])
+    with pytest.raises(ValueError, match="empty part"):
+        get_preset("tiny++bursty")
+    with pytest.raises(ValueError, match="face.regions"):
+        get_preset("tiny", {"face": {"regions": 17}})
+    assert {"nonlinear", "gender_dominant", "scattered_regions", "bursty", "nuisance_weak", "nuisance_strong",
+            "few_strong", "many_weak", "private_heavy"} <= set(variant_names())
+    suite = suite_names()
+    assert len(suite) >= 4 and all(n.startswith("small+") for n in suite)
+    used = {v for n in suite for v in n.split("+")[1:]}
+    assert used == set(variant_names()) - {"linear"}  # the suite varies every aspect
+    for n in suite:
+        get_preset(n)
+    # a world.json written before the variants existed still loads, as the reference world
+    old = ref.to_dict()
+    for group, key in (("face", "regions"), ("voice", "burst"), ("traits", "gender_correlation")):
+        del old[group][key]
+    del old["maps"]
+    assert WorldSpec.from_dict(old) == ref
+
+
+def test_variant_worlds_keep_their_truth(tmp_path):
+    """Scattered regions, bursty voicing and gender-correlated traits show in the truth they write."""
+    ref = build_world("tiny", 0, tmp_path / "ref", report=False)
+    w = build_world("tiny+scattered_regions+bursty", 0, tmp_path / "var", report=False)
+    regions = np.load(w.root / "truth" / "face_regions.npy")
+    traits = np.load(w.root / "truth" / "face_region_traits.npy")
+    mask = w.truth.face_mask
+    assert regions.tolist() == [[-1] * 4, [-1] * 4, [-1, 1, -1, 0], [-1] * 4]
+    np.testing.assert_array_equal(mask, regions >= 0)
+    ys, xs = np.nonzero(mask)
+    assert max(abs(ys[0] - ys[1]), abs(xs[0] - xs[1])) >= 2  # the regions do not touch
+    assert traits.tolist() == [[True, False, True, False, True], [False, True, False, True, False]]
+    # face tokens: a region carries only its own traits
+    idx = np.arange(len(w.face))
+    tok, _ = w.face.tokens(idx)
+    s_obs = w.truth.shared_observed("face")
+    flat = regions.reshape(-1)
+    basis = w.truth.maps["face_t_shared"]  # (C, d_s) the traits' directions in token space
+    for r in (0, 1):
+        proj = tok[:, flat == r].mean(1) @ basis
+        corr = np.array([np.corrcoef(proj[:, j], s_obs[:, j])[0, 1] for j in range(s_obs.shape[1])])
+        assert corr[traits[r]].min() > 0.6 and np.abs(corr[~traits[r]]).max() < 0.2, (r, corr)
+
+    def mean_run(world):
+        it = world.truth.items("voice")
+        runs = []
+        for k in range(len(world.voice)):
+            v = np.r_[0, it["voiced"][it["token_offsets"][k] : it["token_offsets"][k + 1]].astype(int), 0]
+            edges = np.flatnonzero(np.diff(v))
+            runs += (edges[1::2] - edges[::2]).tolist()
+        return float(np.mean(runs))
+
+    assert mean_run(ref) == pytest.approx(1.6101, abs=1e-4) and mean_run(w) == pytest.approx(2.0842, abs=1e-4)
+    spec = get_preset("tiny+gender_dominant+nonlinear")
+    model = LatentModel(spec, 0, make_layout(spec, 0))
+    truth = model.identity_truth()
+    g = 2.0 * truth["gender"] - 1
+    corr = [np.corrcoef(g, truth["continuous"][:, j])[0, 1] for j in range(3)]
+    assert np.round(corr, 3).tolist() == [0.602, -0.703, 0.634]
+    g0 = 2.0 * ref.truth.identities["gender"] - 1
+    assert max(abs(np.corrcoef(g0, ref.truth.identities["continuous"][:, j])[0, 1]) for j in range(3)) < 0.3
+    assert "face_g_mlp_a" in model.maps["face"].arrays("face") and "face_g_mlp_a" not in ref.truth.maps
+
+
+def test_mixture_oracle_equals_independent_without_correlation():
+    from training.synth.oracle import oracle_llr
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, 5)) * 1.2, rng.normal(size=(20, 5)) * 1.2
+    models = [LatentModel(s, 0, make_layout(s, 0)) for s in (get_preset("tiny"), get_preset("tiny", {"traits": {"gender_correlation": 1e-9}}))]
+    indep, mix = (m.shared_prior() for m in models)
+    assert mix[0] == "mixture" and indep[0][0] == "discrete"
+    np.testing.assert_allclose(oracle_llr(x, y, mix, 0.55, matrix=True), oracle_llr(x, y, indep, 0.55, matrix=True), atol=1e-5)
+    # the matrix and the pairwise forms agree under a real mixture too
+    corr = LatentModel(get_preset("tiny+gender_dominant"), 0, make_layout(get_preset("tiny"), 0)).shared_prior()
+    m = oracle_llr(x, y, corr, 0.55, matrix=True)
+    np.testing.assert_allclose(m[4, :6], oracle_llr(x[[4] * 6], y[:6], corr, 0.55), atol=1e-5)
+
+
+def test_probe_is_below_the_oracle_and_far_above_chance(tiny):
+    from training.synth import probe_scores
+
+    v, f, labels = _test_pairs(tiny)
+    vi, fi = tiny.voice.ids[v], tiny.face.ids[f]
+    oracle = verification_auc(oracle_scores(tiny, vi, fi, matrix=True), labels)
+    glob = verification_auc(probe_scores(tiny, vi, fi, matrix=True, source="global"), labels)
+    toks = verification_auc(probe_scores(tiny, vi, fi, matrix=True, source="tokens"), labels)
+    assert (round(oracle, 4), round(glob, 4), round(toks, 4)) == (0.9444, 0.655, 0.7493)
+    assert 0.6 < glob < toks < oracle  # averaging informative tokens beats the noisier global
+    pairs = probe_scores(tiny, vi[[2] * 4], fi[:4], source="tokens")
+    np.testing.assert_allclose(pairs, probe_scores(tiny, vi, fi, matrix=True, source="tokens")[2, :4], atol=1e-5)
+    report = tiny.truth.oracle["verify_v2f_test"]
+    assert set(report) >= {"auc", "probe_global", "probe_tokens"} and report["probe_tokens"]["auc"] < report["auc"]
+    with pytest.raises(ValueError, match="probe source"):
+        probe_scores(tiny, vi[:2], fi[:2], source="pixels")
+
+
+def test_cli_variants(tmp_path):
+    out = tmp_path / "v"
+    cmd = [sys.executable, "-m", "training.synth", "--preset", "tiny+bursty", "--variant", "nonlinear", "--seed", "0",
+           "--out", str(out), "--no-report", "--json"]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["preset"] == "tiny+bursty+nonlinear"
+    assert load_world(out).spec.maps.kind == "mlp"
+    bad = subprocess.run(cmd[:5] + ["--variant", "wobbly", "--out", str(tmp_path / "b")], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: unknown variant 'wobbly'") and "Traceback" not in bad.stderr
+    lst = subprocess.run([sys.executable, "-m", "training.synth", "--list"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert lst.returncode == 0 and "suite: small+" in lst.stdout
