@@ -1,7 +1,7 @@
 """Training losses: face-voice contrastive (align), matching (fuse), Wen et al. 2021 and its project variant."""
 
 from .fvc import MAX_LOGIT_SCALE, fvc_infonce, fvc_multi_similarity, multi_similarity_loss
-from .fvm import fvm_loss, sample_hard_negatives
+from .fvm import fvm_loss, likely_same_person, sample_hard_negatives, sample_negatives
 from .wen import (
     CROSS_LOGIT_OFFSET,
     IdentityReweighter,
@@ -21,6 +21,8 @@ __all__ = [
     "multi_similarity_loss",
     "fvc_multi_similarity",
     "sample_hard_negatives",
+    "sample_negatives",
+    "likely_same_person",
     "fvm_loss",
     "CROSS_LOGIT_OFFSET",
     "wen_global_loss",
