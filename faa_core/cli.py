@@ -41,7 +41,7 @@ def _print_table(result, pipeline) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from .device import pick_device
-    from .pipeline import MatchPipeline
+    from .pipeline import MatchPipeline, json_safe
 
     try:
         device = pick_device(args.device)
@@ -55,7 +55,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         out["checkpoint"] = args.checkpoint
         out["encoder_weights"] = pipeline.weights.describe()
         out["model_warnings"] = pipeline.model_warnings()
-        print(json.dumps(out))
+        print(json.dumps(json_safe(out), allow_nan=False))
     else:
         _print_table(result, pipeline)
     return 0

@@ -7,6 +7,7 @@ go through the face encoder and the multimodal encoder in one batch.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -83,7 +84,10 @@ class MatchResult:
     face_cache: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (crops and upsampled heatmaps are left out)."""
+        """JSON-ready summary (crops and upsampled heatmaps are left out); non-finite numbers become None."""
+        return json_safe(self._summary())
+
+    def _summary(self) -> dict[str, Any]:
         def arr(a):
             return None if a is None else np.round(np.asarray(a, dtype=float), 6).tolist()
 
@@ -446,6 +450,22 @@ class MatchPipeline:
         from PIL import Image
 
         self.face_encoder.detect(Image.fromarray(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)))
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every NaN/inf float replaced by None, so that ``json.dumps`` writes valid JSON.
+
+    Why: Python's json writes bare ``NaN``/``Infinity``, which JSON parsers reject.
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return json_safe(obj.item())
+    return obj
 
 
 def upsample_heatmap(attention: np.ndarray, size: int) -> np.ndarray:

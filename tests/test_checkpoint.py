@@ -356,3 +356,96 @@ def test_hub_like_id_prefers_local_folder(tmp_path, monkeypatch, small_checkpoin
     monkeypatch.chdir(tmp_path)
     model, _ = load_checkpoint("someone/local-ckpt")
     assert torch.equal(_outputs(model), _outputs(original))
+
+
+# --------------------------------------------------------------------------- card values checked before anything is built
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda c: c["encoders"]["voice"].update(token_rate_per_s=-1), "token_rate_per_s must be a number in \\(0, 100\\]"),
+        (lambda c: c["encoders"]["voice"].update(token_rate_per_s="abc"), "token_rate_per_s .* got 'abc'"),
+        (lambda c: c["encoders"]["voice"].update(token_rate_per_s=float("nan")), "token_rate_per_s"),
+        (lambda c: c.update(encoders="oops"), "encoders must be a JSON object, got str"),
+        (lambda c: c["encoders"].update(voice=[1]), "encoders.voice must be a JSON object"),
+        (lambda c: c.update(trained_on="x"), "trained_on must be a JSON object"),
+        (lambda c: c.update(synthetic="yes"), "synthetic must be true or false"),
+        (lambda c: c.update(model_config="x"), "model_config must be a JSON object"),
+        (lambda c: c["model_config"].update(proj_hidden=500_000), "bad model_config: proj_hidden must be in \\[0, 65536\\]"),
+        (lambda c: c["model_config"].update(d_model="abc"), "bad model_config: d_model must be an integer, got str"),
+        (lambda c: c["model_config"].update(n_layers=True), "n_layers must be an integer, got bool"),
+        (lambda c: c["model_config"].update(embed_dim=16.5), "embed_dim must be an integer"),
+        (lambda c: c["model_config"].update(dropout="0.1"), "dropout must be a finite number"),
+        (lambda c: c["model_config"].update(face_grid=[8, "8"]), "face_grid must be two integers"),
+    ],
+)
+def test_card_values_are_validated(ckpt, edit, match):
+    card = _card(ckpt)
+    edit(card)
+    (ckpt / CARD_FILE).write_text(json.dumps(card))  # NaN is written as the bare token json allows
+    with pytest.raises(CheckpointError, match=match) as info:
+        load_checkpoint(ckpt)
+    assert "\n" not in str(info.value)
+
+
+def test_deeply_nested_card_is_refused(ckpt):
+    (ckpt / CARD_FILE).write_text('{"format": "faa-checkpoint", "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(CheckpointError, match="nests deeper than 32 levels"):
+        load_checkpoint(ckpt)
+
+
+def test_huge_card_width_is_refused_from_the_header_without_allocating(ckpt):
+    """proj_hidden=5000 is in range but does not match the tensors: refused before any model is built."""
+    import subprocess
+    import sys
+
+    card = _card(ckpt)
+    card["model_config"]["proj_hidden"] = 5000
+    _write_card(ckpt, card)
+    code = (
+        "import resource, sys\n"
+        "from faa_core.checkpoint import load_checkpoint\n"
+        "from faa_core.errors import CheckpointError\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n"
+        "    load_checkpoint(sys.argv[1])\n"
+        "except CheckpointError as exc:\n"
+        "    print('refused', exc)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(ckpt)], capture_output=True, text=True, timeout=120)
+    first, *_, mib = out.stdout.strip().splitlines()
+    assert first.startswith("refused") and "does not match its config" in first and "5000" in first, out.stderr
+    assert int(mib) < 100
+
+
+def test_model_over_the_parameter_limit_is_refused(ckpt, monkeypatch):
+    import faa_core.checkpoint as C
+
+    monkeypatch.setattr(C, "MAX_PARAMETERS", 1000)
+    with pytest.raises(CheckpointError, match="parameters; at most 1,000 are loaded"):
+        load_checkpoint(ckpt)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused(ckpt, bad):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(ckpt / WEIGHTS_FILE))
+    key = sorted(state)[3]
+    state[key].view(-1)[0] = bad
+    save_file(state, str(ckpt / WEIGHTS_FILE))
+    with pytest.raises(CheckpointError, match=f"NaN or infinite values in 1 tensors \\({key}\\)"):
+        load_checkpoint(ckpt)
+
+
+def test_integer_tensor_in_place_of_a_float_one_is_refused(ckpt):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(ckpt / WEIGHTS_FILE))
+    key = sorted(state)[3]
+    state[key] = state[key].to(torch.int32)
+    save_file(state, str(ckpt / WEIGHTS_FILE))
+    with pytest.raises(CheckpointError, match="not floating point"):
+        load_checkpoint(ckpt)

@@ -50,3 +50,37 @@ def test_match_table_and_errors(small_checkpoint, speech_wav, face_image_path, t
         "--faces", str(face_image_path), "--weights", "random",
     )
     assert bad_ckpt.returncode == 2 and "config.json" in bad_ckpt.stderr
+
+
+def test_bad_inputs_end_in_one_line_never_a_traceback(small_checkpoint, speech_wav, face_image_path, tmp_path):
+    """NaN weights, a bad card value and a too-thin photo: one line each, no traceback."""
+    import shutil
+
+    from PIL import Image
+    from safetensors.torch import load_file, save_file
+
+    nan_ckpt = Path(shutil.copytree(small_checkpoint, tmp_path / "nan"))
+    state = load_file(str(nan_ckpt / "model.safetensors"))
+    state["logit_scale"] = torch_nan_like(state["logit_scale"])
+    save_file(state, str(nan_ckpt / "model.safetensors"))
+    bad_card = Path(shutil.copytree(small_checkpoint, tmp_path / "card"))
+    card = json.loads((bad_card / "config.json").read_text())
+    card["encoders"]["voice"]["token_rate_per_s"] = "abc"
+    (bad_card / "config.json").write_text(json.dumps(card))
+    for ckpt, words in ((nan_ckpt, "NaN or infinite values"), (bad_card, "token_rate_per_s")):
+        proc = run_cli("match", "--checkpoint", str(ckpt), "--voice", str(speech_wav),
+                       "--faces", str(face_image_path), "--weights", "random", "--json")
+        assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr
+        assert proc.stderr.count("\n") == 1 and proc.stdout == ""
+    thin = tmp_path / "strip.png"
+    Image.new("RGB", (100_000, 16), (90, 120, 160)).save(thin)
+    proc = run_cli("match", "--checkpoint", str(small_checkpoint), "--voice", str(speech_wav),
+                   "--faces", str(thin), str(face_image_path), "--weights", "random")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr
+    assert "skipped strip.png: image strip.png: the image (100000x16 pixels) is too thin" in proc.stdout
+
+
+def torch_nan_like(t):
+    import torch
+
+    return torch.full_like(t, float("nan"))

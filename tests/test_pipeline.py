@@ -223,3 +223,18 @@ def test_header_duration_limit_is_the_pipelines(pipeline, face_image_path, tmp_p
     sf.write(str(long), np.full(61 * 8000, 0.1, np.float32), 8000, format="FLAC")
     with pytest.raises(AudioTooLongError, match=r"61\.0 s \(from its header\); the limit is 60 s"):
         pipeline(long, [face_image_path])
+
+
+def test_result_json_is_always_valid_json(pipeline, speech_wav, face_image_path):
+    """Non-finite numbers become null: json.dumps would otherwise write bare NaN (invalid JSON)."""
+    from faa_core.pipeline import json_safe
+
+    result = pipeline(speech_wav, [face_image_path])
+    result.faces[0].probability = float("nan")
+    result.faces[0].cosine = float("inf")
+    result.timings["total"] = float("-inf")
+    text = json.dumps(result.to_dict(), allow_nan=False)
+    out = json.loads(text)
+    assert out["faces"][0]["probability"] is None and out["faces"][0]["cosine"] is None
+    assert out["timings_s"]["total"] is None
+    assert json_safe({"a": [np.float32("nan"), 1.5, (2, np.float64(3.0))]}) == {"a": [None, 1.5, [2, 3.0]]}
