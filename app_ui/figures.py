@@ -1,29 +1,50 @@
-"""The bar chart of probabilities and the voice-attention figure, rendered to RGB arrays.
+"""The bar chart of probabilities and the voice-attention figure, drawn straight into RGB arrays.
 
-Only matplotlib's object API is used (no pyplot, whose global state is not
-thread-safe); a lock still serialises drawing because the text and font
-caches are shared between figures, and requests run in several threads.
+Why Pillow and not matplotlib: the page redraws both figures on every
+request and on every live-microphone update. A matplotlib figure (layout,
+text engine, Agg canvas) cost 0.1-0.3 s per figure on the 2-core machine,
+as much as the voice encoder itself; these few rectangles, lines and labels
+drawn with PIL take a few milliseconds. Each call draws on its own image, so
+no lock is needed between request threads.
 """
 
 from __future__ import annotations
 
-import threading
+from functools import lru_cache
 from typing import Optional, Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
 
-_DRAW_LOCK = threading.Lock()
 TOP_COLOUR = "#d9480f"
 OTHER_COLOUR = "#868e96"
 ATTENTION_COLOUR = "#f08c00"
+WAVE_COLOUR = "#868e96"
+TEXT_COLOUR = "#212529"
+AXIS_COLOUR = "#495057"
+OTHERS_COLOUR = "#343a40"
+BACKGROUND = "white"
 
 
-def _render(fig: Figure) -> np.ndarray:
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+@lru_cache(maxsize=8)
+def _font(size: int) -> ImageFont.ImageFont:
+    """Pillow's bundled scalable font (no system fonts needed), cached per size."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def _text_width(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont) -> int:
+    box = draw.textbbox((0, 0), text, font=font)
+    return int(box[2] - box[0])
+
+
+def _dashed_vline(draw: ImageDraw.ImageDraw, x: float, y0: float, y1: float, colour: str, dash: int = 5) -> None:
+    y = y0
+    while y < y1:
+        draw.line([(x, y), (x, min(y + dash, y1))], fill=colour, width=1)
+        y += 2 * dash
 
 
 def probability_bars(labels: Sequence[str], probabilities: Sequence[float]) -> np.ndarray:
@@ -31,22 +52,36 @@ def probability_bars(labels: Sequence[str], probabilities: Sequence[float]) -> n
     n = len(labels)
     if n != len(probabilities):
         raise ValueError(f"{n} labels but {len(probabilities)} probabilities")
-    with _DRAW_LOCK:
-        fig = Figure(figsize=(6.4, 0.9 + 0.42 * max(n, 1)), dpi=100)
-        ax = fig.add_subplot()
-        y = np.arange(n)[::-1]
-        colours = [TOP_COLOUR if i == 0 else OTHER_COLOUR for i in range(n)]
-        ax.barh(y, probabilities, color=colours, height=0.7)
-        for yi, p in zip(y, probabilities):
-            ax.text(min(p + 0.01, 0.9), yi, f"{p:.3f}", va="center", fontsize=9)
-        ax.axvline(0.5, color="#495057", linestyle="--", linewidth=1)
-        ax.set_yticks(y, labels, fontsize=9)
-        ax.set_xlim(0, 1)
-        ax.set_xlabel("match probability (the speaker?)")
-        ax.set_title("Match probability per face", fontsize=10)
-        ax.spines[["top", "right"]].set_visible(False)
-        fig.tight_layout()
-        return _render(fig)
+    font, small = _font(13), _font(11)
+    width, row, top, bottom = 640, 34, 34, 44
+    height = top + bottom + row * max(n, 1)
+    img = Image.new("RGB", (width, height), BACKGROUND)
+    d = ImageDraw.Draw(img)
+    label_w = max([_text_width(d, s, font) for s in labels] + [40])
+    left = min(12 + label_w + 8, width // 2)
+    right = width - 24
+    span = right - left
+    d.text((width / 2, 8), "Match probability per face", fill=TEXT_COLOUR, font=font, anchor="mt")
+    for i, (label, p) in enumerate(zip(labels, probabilities)):
+        p = float(np.clip(p, 0.0, 1.0)) if np.isfinite(p) else 0.0
+        y0 = top + i * row + 5
+        y1 = y0 + row - 10
+        colour = TOP_COLOUR if i == 0 else OTHER_COLOUR
+        if p > 0:
+            d.rectangle([left, y0, left + p * span, y1], fill=colour)
+        d.text((left - 8, (y0 + y1) / 2), label, fill=TEXT_COLOUR, font=font, anchor="rm")
+        tx = min(left + p * span + 4, left + 0.9 * span)
+        d.text((tx, (y0 + y1) / 2), f"{p:.3f}", fill=TEXT_COLOUR, font=small, anchor="lm")
+    axis_y = top + row * max(n, 1)
+    d.line([(left, top), (left, axis_y)], fill=AXIS_COLOUR, width=1)
+    d.line([(left, axis_y), (right, axis_y)], fill=AXIS_COLOUR, width=1)
+    for v in (0.0, 0.25, 0.5, 0.75, 1.0):
+        x = left + v * span
+        d.line([(x, axis_y), (x, axis_y + 4)], fill=AXIS_COLOUR, width=1)
+        d.text((x, axis_y + 6), f"{v:g}", fill=TEXT_COLOUR, font=small, anchor="mt")
+    _dashed_vline(d, left + 0.5 * span, top, axis_y, AXIS_COLOUR)
+    d.text((left + span / 2, height - 4), "match probability (the speaker?)", fill=TEXT_COLOUR, font=small, anchor="mb")
+    return np.asarray(img)
 
 
 def _envelope(samples: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -56,6 +91,20 @@ def _envelope(samples: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
     usable = len(x) // bins * bins
     chunks = x[:usable].reshape(bins, -1)
     return chunks.min(axis=1), chunks.max(axis=1)
+
+
+def _time_axis(d: ImageDraw.ImageDraw, left: int, right: int, y: int, duration: float) -> None:
+    """Ticks in seconds under a panel, at a step that gives 4-10 labels."""
+    font = _font(11)
+    d.line([(left, y), (right, y)], fill=AXIS_COLOUR, width=1)
+    step = next((s for s in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20) if duration / s <= 10), 30)
+    t = 0.0
+    while t <= duration + 1e-9:
+        x = left + (right - left) * t / max(duration, 1e-9)
+        d.line([(x, y), (x, y + 4)], fill=AXIS_COLOUR, width=1)
+        d.text((x, y + 6), f"{t:g}", fill=TEXT_COLOUR, font=font, anchor="mt")
+        t += step
+    d.text(((left + right) / 2, y + 22), "time (s)", fill=TEXT_COLOUR, font=font, anchor="mt")
 
 
 def voice_attention_figure(
@@ -72,41 +121,52 @@ def voice_attention_figure(
     candidate's and is drawn as bars; ``others`` (the other candidates') as
     thin step lines, to show how much the attention depends on the face.
     """
-    duration = len(samples) / float(sample_rate)
-    lo, hi = _envelope(samples, 1200)
-    t = np.linspace(0.0, duration, len(lo))
+    duration = max(len(samples) / float(sample_rate), 1e-6)
     has_attention = attention is not None and len(spans) > 0
-    with _DRAW_LOCK:
-        fig = Figure(figsize=(8.0, 3.4 if has_attention else 2.2), dpi=100)
-        if has_attention:
-            wave_ax, att_ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1.4, 1.0]})
-        else:
-            wave_ax, att_ax = fig.add_subplot(), None
-        wave_ax.fill_between(t, lo, hi, color="#868e96", linewidth=0)
-        wave_ax.set_xlim(0, duration)
-        peak = float(max(np.abs(lo).max(), np.abs(hi).max(), 1e-6))
-        wave_ax.set_ylim(-1.05 * peak, 1.05 * peak)
-        wave_ax.set_yticks([])
-        wave_ax.spines[["top", "right", "left"]].set_visible(False)
-        if att_ax is None:
-            wave_ax.set_title("Waveform (this checkpoint gives no voice attention)", fontsize=10)
-            wave_ax.set_xlabel("time (s)")
-        else:
-            wave_ax.set_title("Which moments of the voice the match looked at", fontsize=10)
-            spans = np.asarray(spans, dtype=float)
-            att = np.asarray(attention, dtype=float)
-            edges = np.append(spans[:, 0], spans[-1, 1])
-            att_ax.bar(spans[:, 0], att, width=spans[:, 1] - spans[:, 0], align="edge",
-                       color=ATTENTION_COLOUR, alpha=0.8, edgecolor="white", linewidth=0.5,
-                       label=f"best candidate ({label})")
-            for i, other in enumerate(others):
-                att_ax.stairs(np.asarray(other, dtype=float), edges, color="#343a40", linewidth=0.8,
-                              alpha=0.6, label="other candidates" if i == 0 else None)
-            top = max([float(att.max())] + [float(np.max(o)) for o in others] + [1e-6])
-            att_ax.set_ylim(0, 1.25 * top)
-            att_ax.set_ylabel("attention", fontsize=9)
-            att_ax.set_xlabel("time (s)")
-            att_ax.spines[["top", "right"]].set_visible(False)
-            att_ax.legend(loc="upper right", fontsize=8, frameon=False, ncols=2)
-        fig.tight_layout()
-        return _render(fig)
+    width, left, right = 800, 40, 780
+    wave_h, att_h = 110, 120
+    height = 34 + wave_h + (att_h + 16 if has_attention else 0) + 44
+    img = Image.new("RGB", (width, height), BACKGROUND)
+    d = ImageDraw.Draw(img)
+    font, small = _font(13), _font(11)
+    title = ("Which moments of the voice the match looked at" if has_attention
+             else "Waveform (this checkpoint gives no voice attention)")
+    d.text((width / 2, 8), title, fill=TEXT_COLOUR, font=font, anchor="mt")
+
+    # waveform: one vertical line per pixel column from the min to the max of its samples
+    lo, hi = _envelope(samples, right - left)
+    peak = float(max(np.abs(lo).max(initial=0.0), np.abs(hi).max(initial=0.0), 1e-6)) * 1.05
+    mid = 34 + wave_h / 2
+    xs = left + np.arange(len(lo)) * (right - left) / max(len(lo), 1)
+    for x, a, b in zip(xs, lo, hi):
+        d.line([(x, mid - b / peak * wave_h / 2), (x, mid - a / peak * wave_h / 2)], fill=WAVE_COLOUR, width=1)
+    y = 34 + wave_h
+    if has_attention:
+        spans = np.asarray(spans, dtype=float)
+        att = np.asarray(attention, dtype=float)
+        y0, y1 = y + 16, y + 16 + att_h
+        top = max([float(np.nanmax(att))] + [float(np.nanmax(o)) for o in others] + [1e-6]) * 1.25
+
+        def px(t: float) -> float:
+            return left + (right - left) * float(t) / duration
+
+        def py(v: float) -> float:
+            return y1 - (y1 - y0) * float(v) / top
+
+        for (s, e), a in zip(spans, att):
+            if np.isfinite(a) and a > 0:
+                d.rectangle([px(s), py(a), max(px(e) - 1, px(s)), y1], fill=ATTENTION_COLOUR, outline=BACKGROUND)
+        for other in others:
+            o = np.asarray(other, dtype=float)
+            pts = []
+            for (s, e), v in zip(spans, o):
+                pts += [(px(s), py(v)), (px(e), py(v))]
+            if len(pts) > 1:
+                d.line(pts, fill=OTHERS_COLOUR, width=1)
+        d.line([(left, y0), (left, y1)], fill=AXIS_COLOUR, width=1)
+        d.text((left - 6, (y0 + y1) / 2), "att.", fill=TEXT_COLOUR, font=small, anchor="rm")
+        legend = f"bars: best candidate ({label})" + ("; lines: other candidates" if len(others) else "")
+        d.text((right, y0 - 2), legend, fill=TEXT_COLOUR, font=small, anchor="rb")
+        y = y1
+    _time_axis(d, left, right, y, duration)
+    return np.asarray(img)

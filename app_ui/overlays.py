@@ -9,6 +9,9 @@ from matplotlib import colormaps
 
 _GAP = 6  # pixels between the crop and its overlay in a tile
 _GAP_COLOUR = 255
+#: The inferno colour map as a 256-entry RGB table, built once (a lookup per pixel instead of
+#: evaluating the colour map on every request).
+_INFERNO = (colormaps["inferno"](np.linspace(0.0, 1.0, 256))[:, :3] * 255.0).astype(np.float32)
 
 
 def heatmap_overlay(crop: np.ndarray, heatmap: np.ndarray, strength: float = 0.6) -> np.ndarray:
@@ -21,7 +24,7 @@ def heatmap_overlay(crop: np.ndarray, heatmap: np.ndarray, strength: float = 0.6
     heat = np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0)
     if heat.shape != crop.shape[:2]:
         raise ValueError(f"heatmap {heat.shape} does not match crop {crop.shape[:2]}")
-    colour = colormaps["inferno"](heat)[..., :3] * 255.0
+    colour = _INFERNO[np.rint(heat * 255.0).astype(np.intp)]
     alpha = (0.25 + 0.75 * heat)[..., None] * strength
     return np.clip(crop * (1.0 - alpha) + colour * alpha, 0, 255).astype(np.uint8)
 
