@@ -201,3 +201,40 @@ def test_real_voxceleb_subset(tmp_path, encoders):
     assert np.isfinite(feats["face"].all_globals()).all()
     report = json.loads((tmp_path / "store" / "extract_report.json").read_text())["modalities"]
     assert report["face"]["skipped_count"] == 0 and report["face"]["center_crop_count"] == 0  # MTCNN finds all 16
+
+
+def test_face_detection_failure_skips_only_that_image():
+    """FaceWork uses FaceEncoder.detect_batch: a failing image is skipped with its reason, the rest go on."""
+    import torch
+    from PIL import Image
+
+    from faa_core.encoders.face import DetectedFace, FaceFeatures, ImageDetections
+    from training.ingest.extract_work import FaceWork, Loaded
+
+    crop = np.full((160, 160, 3), 7, dtype=np.uint8)
+
+    class FakeEncoder:
+        margin = 0.0
+
+        def detect_batch(self, images):
+            far = DetectedFace(np.array([0.0, 0.0, 10.0, 10.0]), 0.99, np.zeros_like(crop))
+            near = DetectedFace(np.array([40.0, 40.0, 60.0, 60.0]), 0.95, crop)
+            return [ImageDetections([far, near]), ImageDetections([], ValueError("image too thin")),
+                    ImageDetections([])]
+
+        def encode(self, crops):
+            n = len(crops)
+            seen.append(np.stack(crops))
+            return FaceFeatures(torch.ones(n, 512), torch.ones(n, 64, 896))
+
+    seen: list[np.ndarray] = []
+    images = [Image.new("RGB", (100, 100)), Image.new("RGB", (4000, 4)), Image.new("RGB", (100, 100))]
+    batch = [Loaded({"id": f"p{i}.jpg"}, im) for i, im in enumerate(images)] + [Loaded({"id": "bad.jpg"}, reason="truncated")]
+    done, skipped, centred = FaceWork(FakeEncoder(), "detect-or-center", 0.6).run(batch)
+    assert [r["id"] for r, _, _ in done] == ["p0.jpg", "p2.jpg"]
+    assert skipped == [("bad.jpg", "truncated"), ("p1.jpg", "face detection failed: image too thin")]
+    assert centred == ["p2.jpg"]
+    assert np.array_equal(seen[0][0], crop)  # the face nearest the centre, the encoder's own crop
+    done, skipped, centred = FaceWork(FakeEncoder(), "detect", 0.6).run(batch[:3])
+    assert [r["id"] for r, _, _ in done] == ["p0.jpg"] and centred == []
+    assert skipped[-1] == ("p2.jpg", "no face detected (MTCNN)")

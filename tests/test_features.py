@@ -246,3 +246,35 @@ def test_empty_and_global_only(tmp_path):
 def test_pad_tokens():
     tok, mask = pad_tokens([np.ones((2, 3)), np.ones((5, 3))], 3, max_tokens=4)
     assert tok.shape == (2, 4, 3) and mask.sum(1).tolist() == [2, 4]
+
+
+def test_merge_parts_equals_one_writer_and_can_be_rerun(tmp_path):
+    """extract's finalisation and FeatureStoreWriter.close write store.json/items.csv through one function."""
+    from training.features import merge_parts
+
+    rng = np.random.default_rng(0)
+    items = [(f"f{i}", f"v{i // 2}", f"p{i % 3}", "train" if i < 5 else "test") for i in range(7)]
+    g = rng.normal(size=(7, 4)).astype(np.float32)
+    t = [rng.normal(size=(2 + i % 3, 3)).astype(np.float32) for i in range(7)]
+    with FeatureStoreWriter(tmp_path / "one", {"voice": (4, 3)}, shard_size=100, source={"s": 1}) as w:
+        for k, it in enumerate(items):
+            w.add("voice", *it, g[k], t[k])
+    parts = []
+    for p, (lo, hi) in enumerate(((0, 3), (3, 7))):
+        with FeatureStoreWriter(tmp_path / f"part{p}", {"voice": (4, 3)}, shard_size=2) as w:
+            for k in range(lo, hi):
+                w.add("voice", *items[k], g[k], t[k])
+        parts.append(tmp_path / f"part{p}")
+    for _ in range(2):  # a rerun after an interruption gives the same store
+        merge_parts(tmp_path / "merged", {"voice": parts}, {"voice": (4, 3)}, source={"s": 1})
+    one, merged = FeatureStore(tmp_path / "one"), FeatureStore(tmp_path / "merged")
+    assert (tmp_path / "merged" / "voice" / "items.csv").read_text() == (tmp_path / "one" / "voice" / "items.csv").read_text()
+    assert merged.source == {"s": 1} and merged.meta["format"] == one.meta["format"]
+    assert [s["name"] for s in merged.meta["modalities"]["voice"]["shards"]] == [
+        "shard-00000", "shard-00000-1", "shard-00001", "shard-00001-1"]
+    np.testing.assert_array_equal(merged["voice"].all_globals(), one["voice"].all_globals())
+    for a, b in zip(merged["voice"].tokens(np.arange(7)), one["voice"].tokens(np.arange(7))):
+        np.testing.assert_array_equal(a, b)
+    assert (tmp_path / "merged" / "voice" / "shard-00001.tokens.npy").stat().st_nlink == 2  # linked, not copied
+    with pytest.raises(ValueError, match=r"has dims \(4, 3\).*expected \(4, 0\)"):
+        merge_parts(tmp_path / "bad", {"voice": parts}, {"voice": (4, 0)})

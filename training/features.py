@@ -43,6 +43,7 @@ __all__ = [
     "ItemTable",
     "FeatureStoreWriter",
     "FeatureStore",
+    "merge_parts",
     "ModalityFeatures",
     "pad_tokens",
 ]
@@ -185,6 +186,98 @@ class _ModalityBuffer:
     @property
     def pending(self) -> int:
         return len(self.globals)
+
+
+class _ModalityTable:
+    """What store.json and items.csv say about one modality: dims, grid, rows, shards."""
+
+    def __init__(self, global_dim: int, token_dim: int, token_grid: tuple[int, int] | None,
+                 rows: list[tuple[str, str, str, str]], shards: list[dict[str, Any]]) -> None:
+        self.global_dim, self.token_dim, self.token_grid = int(global_dim), int(token_dim), token_grid
+        self.rows, self.shards = rows, shards
+
+    def entry(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "global_dim": self.global_dim, "token_dim": self.token_dim, "count": len(self.rows), "shards": self.shards,
+        }
+        if self.token_grid is not None:
+            out["token_grid"] = list(self.token_grid)
+        return out
+
+
+def _write_store(root: Path, tables: Mapping[str, _ModalityTable], source: Mapping[str, Any]) -> None:
+    """Each modality's items.csv, then store.json last (it marks the store complete)."""
+    for name, table in tables.items():
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(ITEM_COLUMNS)
+        writer.writerows(table.rows)
+        atomic_write_text(root / name / "items.csv", buf.getvalue())
+    store = {"format": FORMAT, "version": VERSION, "modalities": {n: t.entry() for n, t in tables.items()},
+             "source": dict(source)}
+    atomic_write_json(root / "store.json", store)
+
+
+def _link(src: Path, dst: Path) -> None:
+    """``dst`` becomes the same file as ``src`` (hard link; a move where links are not supported)."""
+    if not src.exists():
+        if dst.exists():  # moved there by an earlier merge
+            return
+        raise FileNotFoundError(f"{src} is missing (and {dst} too)")
+    if dst.exists() or dst.is_symlink():
+        if dst.exists() and os.path.samefile(src, dst):
+            return
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:
+        os.replace(src, dst)
+
+
+def merge_parts(
+    root: str | os.PathLike[str],
+    parts: Mapping[str, Sequence[str | os.PathLike[str]]],
+    dims: Mapping[str, tuple[int, int]],
+    token_grid: Mapping[str, tuple[int, int]] | None = None,
+    source: Mapping[str, Any] | None = None,
+) -> Path:
+    """One store at ``root`` from finished part stores, without copying a shard.
+
+    Why: a sharded extraction writes every part as its own small store (its
+    store.json marks it finished); the final store is their concatenation in
+    the given order. Each part's shard files are hard-linked (moved where the
+    file system has no links) to ``root/<modality>/shard-PPPPP[-k].*.npy``
+    (``PPPPP`` = the part's position), then items.csv and store.json are written
+    exactly as :meth:`FeatureStoreWriter.close` writes them. Rerunning it
+    after an interruption is safe. Every part must have the modality's
+    ``dims`` (global, token) and grid; ValueError otherwise.
+    """
+    out = Path(root)
+    grids = dict(token_grid or {})
+    tables: dict[str, _ModalityTable] = {}
+    for m, folders in parts.items():
+        g_dim, t_dim = (int(v) for v in dims[m])
+        grid = tuple(grids[m]) if m in grids and t_dim else None
+        mdir = out / m
+        mdir.mkdir(parents=True, exist_ok=True)
+        table = _ModalityTable(g_dim, t_dim, grid, [], [])  # type: ignore[arg-type]
+        for i, folder in enumerate(folders):
+            part = FeatureStore(folder)
+            feats = part[m]
+            if (feats.global_dim, feats.token_dim, feats.token_grid) != (g_dim, t_dim, grid):
+                raise ValueError(f"{folder}: {m} has dims {(feats.global_dim, feats.token_dim)} and grid "
+                                 f"{feats.token_grid}, expected {(g_dim, t_dim)} and {grid}")
+            table.rows += list(zip(feats.ids.tolist(), feats.videos.tolist(), feats.identities.tolist(),
+                                   feats.splits.tolist()))
+            kinds = ("global", "tokens", "offsets") if t_dim else ("global",)
+            for k, shard in enumerate(part.meta["modalities"][m]["shards"]):
+                name = f"shard-{i:05d}" if k == 0 else f"shard-{i:05d}-{k}"
+                for kind in kinds:
+                    _link(Path(folder) / m / f"{shard['name']}.{kind}.npy", mdir / f"{name}.{kind}.npy")
+                table.shards.append({"name": name, "count": int(shard["count"])})
+        tables[m] = table
+    _write_store(out, tables, source or {})
+    return out
 
 
 class FeatureStoreWriter:
@@ -354,25 +447,11 @@ class FeatureStoreWriter:
         """Flush the last shards, write items.csv files, then store.json (atomically)."""
         if self._closed:
             return self.root
-        meta: dict[str, Any] = {}
+        tables: dict[str, _ModalityTable] = {}
         for m in self._mods.values():
             self._flush(m)
-            buf = io.StringIO()
-            writer = csv.writer(buf, lineterminator="\n")
-            writer.writerow(ITEM_COLUMNS)
-            writer.writerows(m.rows)
-            atomic_write_text(self.root / m.name / "items.csv", buf.getvalue())
-            entry: dict[str, Any] = {
-                "global_dim": m.global_dim,
-                "token_dim": m.token_dim,
-                "count": len(m.rows),
-                "shards": m.shards,
-            }
-            if m.token_grid is not None:
-                entry["token_grid"] = list(m.token_grid)
-            meta[m.name] = entry
-        store = {"format": FORMAT, "version": VERSION, "modalities": meta, "source": self.source}
-        atomic_write_json(self.root / "store.json", store)
+            tables[m.name] = _ModalityTable(m.global_dim, m.token_dim, m.token_grid, m.rows, m.shards)
+        _write_store(self.root, tables, self.source)
         self._closed = True
         return self.root
 

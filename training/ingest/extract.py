@@ -44,9 +44,10 @@ silent, too short or too long, an image without a detected face under
 
 **Faces.** Both face sources are already face crops (VGGFace1 photos, VoxCeleb1
 face-track frames) with the face filling about 60% of the side. Default
-``--face-crop detect-or-center``: MTCNN, as at inference, and the detected face
-nearest the image centre is cut as faa_core cuts it (so training sees the crops
-the demo will give); when MTCNN finds nothing (profile views, blur), the
+``--face-crop detect-or-center``: MTCNN through
+:meth:`faa_core.encoders.FaceEncoder.detect_batch`, as at inference, and the
+detected face nearest the image centre keeps the crop the encoder cut (so
+training sees exactly the crops the demo gives); when MTCNN finds nothing (profile views, blur), the
 central square of ``--center-fraction`` (0.6) of the shorter side is used
 instead of losing the item, and the item is listed as a centre crop.
 ``detect`` skips such items instead; ``center`` never runs the detector.
@@ -56,598 +57,62 @@ lengths into one batch would change ECAPA-TDNN's output (its convolutions pad
 by reflection and its statistics pooling and the mean normalisation would see
 the padding); recordings of identical length in a batch do run together.
 Files are decoded in ``--workers`` threads while the encoders run.
+
+**Modules.** :mod:`~training.ingest.extract_plan` (settings, ranks, parts, the
+plan, the size estimate), :mod:`~training.ingest.extract_work` (decoding and the
+encoders over one part), :mod:`~training.ingest.extract_store` (the report and
+the merge into the final store, :func:`training.features.merge_parts`); this
+module runs them and is the command line.
 """
+
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import logging
-import math
-import os
 import shutil
 import sys
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
-
-import numpy as np
+from typing import Any, Callable, Optional, Sequence
 
 from faa_core.device import DEVICE_CHOICES
-from faa_core.fileio import atomic_write_json, atomic_write_text
 from training.features import MODALITIES
+from training.ingest.extract_plan import (
+    EXIT_INCOMPLETE,
+    FACE_CROPS,
+    ExtractError,
+    Outcome,
+    Part,
+    RunOptions,
+    Settings,
+    estimate_bytes,
+    gib,
+    merge_plan,
+    parts_of,
+    prepare_out,
+    rank_from_env,
+    voice_token_count,
+)
+from training.ingest.extract_store import finalise, report_text
+from training.ingest.extract_work import FaceWork, VoiceWork, write_part
 from training.ingest.manifest import Manifest, ManifestError, read_manifest
 
+__all__ = [
+    "ExtractError",
+    "Settings",
+    "RunOptions",
+    "Outcome",
+    "estimate_bytes",
+    "voice_token_count",
+    "run_extraction",
+    "main",
+]
+
 log = logging.getLogger("training.ingest.extract")
-
-PLAN_FORMAT = "faa-extraction"
-PLAN_VERSION = 1
-FACE_CROPS = ("detect-or-center", "detect", "center")
-EXIT_INCOMPLETE = 3
-
-
-class ExtractError(Exception):
-    """A user mistake or a refused situation, with a message to show as is."""
-
-
-@dataclass
-class Settings:
-    """Everything that decides the features; a resumed run must use the same values."""
-
-    weights: str = "pretrained"
-    face_crop: str = "detect-or-center"
-    center_fraction: float = 0.6
-    voice_token_rate: float = 4.0
-    max_audio_seconds: float = 300.0
-    shard_size: int = 1024
-
-
-@dataclass
-class RunOptions:
-    """How this invocation works; changing these never changes the features."""
-
-    batch_size: int = 32
-    device: str = "auto"
-    workers: int = 4
-    stop_after_parts: Optional[int] = None
-    wait_timeout: Optional[float] = None
-    poll_seconds: float = 10.0
-    progress: bool = True
-    rank: Optional[int] = None
-    world_size: Optional[int] = None
-    local_rank: Optional[int] = None
-
-
-@dataclass
-class Outcome:
-    """What one invocation did."""
-
-    rank: int
-    world_size: int
-    parts_total: int
-    parts_done_before: int
-    parts_written: list[str] = field(default_factory=list)
-    items_written: int = 0
-    items_skipped: int = 0
-    finalised: bool = False
-    complete: bool = False
-    stopped_early: bool = False
-    message: str = ""
-
-
-# ---------------------------------------------------------------------------
-# ranks, parts and the plan
-# ---------------------------------------------------------------------------
-
-
-def rank_from_env(env: Optional[dict[str, str]] = None) -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) from torchrun's variables; (0, 1, 0) when absent."""
-    env = dict(os.environ if env is None else env)
-    try:
-        rank = int(env.get("RANK", "0"))
-        world = int(env.get("WORLD_SIZE", "1"))
-        local = int(env.get("LOCAL_RANK", str(rank)))
-    except ValueError:
-        raise ExtractError(
-            f"RANK/WORLD_SIZE/LOCAL_RANK must be integers, got {env.get('RANK')!r}/{env.get('WORLD_SIZE')!r}/"
-            f"{env.get('LOCAL_RANK')!r}"
-        ) from None
-    if world < 1 or not 0 <= rank < world:
-        raise ExtractError(f"need 0 <= RANK < WORLD_SIZE, got RANK={rank} WORLD_SIZE={world}")
-    return rank, world, local
-
-
-@dataclass(frozen=True)
-class Part:
-    modality: str
-    index: int
-    start: int
-    stop: int
-
-    @property
-    def name(self) -> str:
-        return f"part-{self.index:05d}"
-
-    def folder(self, out: Path) -> Path:
-        return out / "parts" / self.modality / self.name
-
-    def done(self, out: Path) -> bool:
-        return (self.folder(out) / "store.json").is_file()
-
-
-def parts_of(counts: dict[str, int], shard_size: int, modalities: Sequence[str]) -> list[Part]:
-    """All parts in the fixed order ranks deal from (modalities in MODALITIES order)."""
-    parts: list[Part] = []
-    for m in MODALITIES:
-        if m not in modalities:
-            continue
-        n = counts[m]
-        for i in range(math.ceil(n / shard_size)):
-            parts.append(Part(m, i, i * shard_size, min(n, (i + 1) * shard_size)))
-    return parts
-
-
-def _weights_signature(weights: str) -> str:
-    """``random``/``pretrained`` as is; a directory by its absolute path (same files on every rank)."""
-    return weights if weights in ("random", "pretrained") else str(Path(weights).resolve())
-
-
-def _modality_plan(manifest: Manifest, m: str, settings: Settings) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "manifest_checksum": manifest.checksum(m),
-        "items": len(manifest.rows[m]),
-        "shard_size": settings.shard_size,
-        "parts": math.ceil(len(manifest.rows[m]) / settings.shard_size),
-        "weights": _weights_signature(settings.weights),
-    }
-    if m == "face":
-        entry["face_crop"] = settings.face_crop
-        entry["center_fraction"] = settings.center_fraction
-    else:
-        entry["voice_token_rate"] = settings.voice_token_rate
-        entry["max_audio_seconds"] = settings.max_audio_seconds
-    return entry
-
-
-def _load_plan(out: Path) -> Optional[dict[str, Any]]:
-    path = out / "extract.json"
-    if not path.is_file():
-        return None
-    try:
-        plan = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ExtractError(f"{path} cannot be read ({exc}); remove it or pass --overwrite") from None
-    if plan.get("format") != PLAN_FORMAT:
-        raise ExtractError(f"{path} is not an extraction plan; choose another --out")
-    return plan
-
-
-def _merge_plan(out: Path, manifest: Manifest, modalities: Sequence[str], settings: Settings) -> dict[str, Any]:
-    """Create the plan, or check that this run continues it (same manifest and settings)."""
-    plan = _load_plan(out) or {
-        "format": PLAN_FORMAT, "version": PLAN_VERSION, "manifest": str(manifest.root.resolve()), "modalities": {},
-    }
-    changed = False
-    for m in modalities:
-        want = _modality_plan(manifest, m, settings)
-        have = plan["modalities"].get(m)
-        if have is None:
-            plan["modalities"][m] = want
-            changed = True
-            continue
-        diff = [k for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k)]
-        if diff:
-            what = ", ".join(f"{k}: {have.get(k)!r} -> {want.get(k)!r}" for k in diff if k != "manifest_checksum")
-            if "manifest_checksum" in diff:
-                what = "the manifest changed" + (f"; {what}" if what else "")
-            raise ExtractError(
-                f"{out} holds a {m} extraction made with other inputs ({what}); rerun with the same manifest and "
-                "settings to resume, or pass --overwrite to start over (or use another --out)"
-            )
-    weights = {e["weights"] for e in plan["modalities"].values()}
-    if len(weights) > 1:
-        raise ExtractError(f"{out}: the modalities would use different encoder weights {sorted(weights)}; use one --weights")
-    if changed:
-        atomic_write_json(out / "extract.json", plan)
-    return plan
-
-
-def _prepare_out(out: Path, overwrite: bool, world: int) -> None:
-    ours = ("extract.json", "parts", "store.json", "face", "voice", "extract_report.json", "extract_report.txt")
-    if out.exists() and not out.is_dir():
-        raise ExtractError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / "extract.json").is_file():
-            raise ExtractError(f"--out {out} is not empty and holds no extraction (extract.json); choose an empty or new folder")
-        if overwrite:
-            if world > 1:
-                raise ExtractError("--overwrite cannot be used with several ranks (they would delete each other's "
-                                   "parts); clear the folder with one process first")
-            (out / "store.json").unlink(missing_ok=True)
-            for name in ours:
-                p = out / name
-                if p.is_dir():
-                    shutil.rmtree(p)
-                elif p.exists():
-                    p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-
-
-# ---------------------------------------------------------------------------
-# disk size
-# ---------------------------------------------------------------------------
-
-
-def voice_token_count(duration_s: float, token_rate: float) -> int:
-    """Tokens VoiceEncoder gives for a recording: Fbank frames (10 ms hop) pooled per 1/token_rate s."""
-    from faa_core.encoders.voice import FRAMES_PER_SECOND
-
-    frames = int(duration_s * FRAMES_PER_SECOND) + 1
-    window = max(1, int(round(FRAMES_PER_SECOND / token_rate)))
-    return -(-frames // window)
-
-
-def estimate_bytes(manifest: Manifest, modality: str, token_rate: float = 4.0) -> int:
-    """Store size of a modality: items x (global + token) dims x 2 bytes (fp16), plus offsets.
-
-    Voice tokens come from the manifest's ``duration_s`` (8 s assumed where absent).
-    """
-    from faa_core.encoders import FACE_DIM, FACE_GRID, FACE_TOKEN_DIM, VOICE_DIM, VOICE_TOKEN_DIM
-
-    rows = manifest.rows[modality]
-    n = len(rows)
-    if modality == "face":
-        return n * (FACE_DIM + FACE_GRID[0] * FACE_GRID[1] * FACE_TOKEN_DIM) * 2 + n * 8
-    tokens = 0
-    for r in rows:
-        try:
-            d = float(r.get("duration_s") or 8.0)
-        except ValueError:
-            d = 8.0
-        tokens += voice_token_count(d, token_rate)
-    return n * VOICE_DIM * 2 + tokens * VOICE_TOKEN_DIM * 2 + n * 8
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.1f} MiB"
-
-
-# ---------------------------------------------------------------------------
-# the encoders over batches
-# ---------------------------------------------------------------------------
-
-
-@dataclass
-class Loaded:
-    """One manifest row after decoding: the media object, or the reason it cannot be used."""
-
-    row: dict[str, str]
-    obj: Any = None
-    reason: Optional[str] = None
-
-
-def _prefetch(pool: ThreadPoolExecutor, load: Callable[[dict[str, str]], Loaded],
-              batches: Iterable[list[dict[str, str]]]) -> Iterator[list[Loaded]]:
-    """Decode the next batch in threads while the current one is encoded."""
-    pending: Optional[list[Future]] = None
-    for batch in batches:
-        submitted = [pool.submit(load, r) for r in batch]
-        if pending is not None:
-            yield [f.result() for f in pending]
-        pending = submitted
-    if pending is not None:
-        yield [f.result() for f in pending]
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text if text else type(exc).__name__
-
-
-class FaceWork:
-    """Detection (batched per image size), the crop policy and InceptionResnetV1 over a batch."""
-
-    def __init__(self, encoder: Any, crop: str, center_fraction: float) -> None:
-        if crop not in FACE_CROPS:
-            raise ExtractError(f"--face-crop must be one of {', '.join(FACE_CROPS)}, got {crop!r}")
-        if not 0.1 <= center_fraction <= 1.0:
-            raise ExtractError(f"--center-fraction must be in [0.1, 1], got {center_fraction}")
-        self.encoder = encoder
-        self.crop = crop
-        self.center_fraction = center_fraction
-
-    def load(self, root: Path) -> Callable[[dict[str, str]], Loaded]:
-        from faa_core.media import load_image
-
-        def one(row: dict[str, str]) -> Loaded:
-            try:
-                return Loaded(row, load_image(root / row["id"], name=row["id"]))
-            except Exception as exc:  # every decode failure is the file's problem, never the run's
-                return Loaded(row, reason=_reason(exc))
-
-        return one
-
-    def center_box(self, image: Any) -> np.ndarray:
-        side = self.center_fraction * min(image.width, image.height)
-        cx, cy = image.width / 2.0, image.height / 2.0
-        return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], dtype=float)
-
-    def detect(self, images: list[Any]) -> list[Optional[np.ndarray]]:
-        """The box of the face nearest each image's centre, or None; one MTCNN call per image size."""
-        from PIL import Image
-
-        enc = self.encoder
-        scaled, scales = [], []
-        for im in images:
-            s = min(1.0, enc.detect_max_side / max(im.width, im.height))
-            small = im if s >= 1.0 else im.resize((max(1, round(im.width * s)), max(1, round(im.height * s))), Image.BILINEAR)
-            scaled.append(small)
-            scales.append(s)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, im in enumerate(scaled):
-            groups.setdefault(im.size, []).append(i)
-        boxes_out: list[Optional[np.ndarray]] = [None] * len(images)
-        for idx in groups.values():
-            import torch
-
-            with torch.inference_mode():
-                batch_boxes, batch_probs = enc.detector.detect([scaled[i] for i in idx])
-            for i, b, p in zip(idx, batch_boxes, batch_probs):
-                if b is None:
-                    continue
-                b = np.asarray(b, dtype=float).reshape(-1, 4) / scales[i]
-                p = np.asarray(p, dtype=float).reshape(-1)
-                ok = (p >= enc.min_face_probability) & (b[:, 2] - b[:, 0] >= 4) & (b[:, 3] - b[:, 1] >= 4)
-                if not ok.any():
-                    continue
-                b, p = b[ok], p[ok]
-                im = images[i]
-                centre = np.array([im.width / 2.0, im.height / 2.0])
-                dist = np.hypot(*(((b[:, :2] + b[:, 2:]) / 2.0 - centre).T)) / math.hypot(im.width, im.height)
-                boxes_out[i] = b[int(np.lexsort((-p, np.round(dist, 3)))[0])]
-        return boxes_out
-
-    def run(self, batch: list[Loaded]) -> tuple[list[tuple[dict[str, str], np.ndarray, np.ndarray]], list[tuple[str, str]], list[str]]:
-        """(rows with embedding and tokens, [(id, reason) skipped], [ids cut by the centre fallback])."""
-        from faa_core.encoders.face import crop_face
-
-        skipped = [(b.row["id"], b.reason or "") for b in batch if b.obj is None]
-        good = [b for b in batch if b.obj is not None]
-        if not good:
-            return [], skipped, []
-        images = [b.obj for b in good]
-        boxes: list[Optional[np.ndarray]] = [None] * len(good)
-        if self.crop != "center":
-            boxes = self.detect(images)
-        crops, rows, centred = [], [], []
-        for b, im, box in zip(good, images, boxes):
-            if box is None:
-                if self.crop == "detect":
-                    skipped.append((b.row["id"], "no face detected (MTCNN)"))
-                    continue
-                box = self.center_box(im)
-                if self.crop == "detect-or-center":
-                    centred.append(b.row["id"])
-            crops.append(crop_face(im, box, margin=self.encoder.margin))
-            rows.append(b.row)
-        if not crops:
-            return [], skipped, centred
-        feats = self.encoder.encode(crops)
-        emb = feats.embeddings.float().cpu().numpy()
-        tok = feats.tokens.float().cpu().numpy()
-        return [(r, emb[i], tok[i]) for i, r in enumerate(rows)], skipped, centred
-
-
-class VoiceWork:
-    """Decoding + checks + resampling in threads; ECAPA-TDNN per recording (equal lengths together)."""
-
-    def __init__(self, encoder: Any, max_audio_seconds: float) -> None:
-        self.encoder = encoder
-        self.max_audio_seconds = max_audio_seconds
-
-    def load(self, root: Path) -> Callable[[dict[str, str]], Loaded]:
-        from faa_core.encoders.voice import resample_to_16k
-        from faa_core.media import MIN_AUDIO_SECONDS, check_audio, load_audio
-
-        def one(row: dict[str, str]) -> Loaded:
-            try:
-                rec = check_audio(load_audio(root / row["id"], name=row["id"]), row["id"],
-                                  min_seconds=MIN_AUDIO_SECONDS, max_seconds=self.max_audio_seconds)
-                return Loaded(row, resample_to_16k(rec.samples, rec.sample_rate))
-            except Exception as exc:  # every decode failure is the file's problem, never the run's
-                return Loaded(row, reason=_reason(exc))
-
-        return one
-
-    def run(self, batch: list[Loaded]) -> tuple[list[tuple[dict[str, str], np.ndarray, np.ndarray]], list[tuple[str, str]], list[str]]:
-        import torch
-
-        skipped = [(b.row["id"], b.reason or "") for b in batch if b.obj is None]
-        by_len: dict[int, list[Loaded]] = {}
-        for b in batch:
-            if b.obj is not None:
-                by_len.setdefault(int(b.obj.numel()), []).append(b)
-        results: dict[str, tuple[dict[str, str], np.ndarray, np.ndarray]] = {}
-        enc = self.encoder
-        for group in by_len.values():
-            with torch.inference_mode():
-                wav = torch.stack([b.obj for b in group])
-                frames, emb = enc.forward_features(enc.features(wav))
-                for j, b in enumerate(group):
-                    tokens, _ = enc.pool_tokens(frames[j])
-                    results[b.row["id"]] = (b.row, emb[j].float().cpu().numpy(), tokens.float().cpu().numpy())
-        ordered = [results[b.row["id"]] for b in batch if b.row["id"] in results]
-        return ordered, skipped, []
-
-
-# ---------------------------------------------------------------------------
-# one part
-# ---------------------------------------------------------------------------
-
-
-def _dims(modality: str) -> tuple[tuple[int, int], Optional[tuple[int, int]]]:
-    from faa_core.encoders import FACE_DIM, FACE_GRID, FACE_TOKEN_DIM, VOICE_DIM, VOICE_TOKEN_DIM
-
-    if modality == "face":
-        return (FACE_DIM, FACE_TOKEN_DIM), tuple(FACE_GRID)  # type: ignore[return-value]
-    return (VOICE_DIM, VOICE_TOKEN_DIM), None
-
-
-def write_part(part: Part, rows: list[dict[str, str]], root: Path, work: Any, out: Path, opts: RunOptions,
-               pool: ThreadPoolExecutor, rank: int, tick: Callable[[int], None]) -> tuple[int, int]:
-    """Encode one part's rows into its own small feature store; returns (written, skipped)."""
-    from training.features import FeatureStoreWriter
-
-    folder = part.folder(out)
-    if folder.exists():  # an unfinished earlier attempt: start the part again from scratch
-        shutil.rmtree(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    dims, grid = _dims(part.modality)
-    t0 = time.perf_counter()
-    writer = FeatureStoreWriter(folder, {part.modality: dims}, shard_size=max(1, len(rows)),
-                                token_grid={part.modality: grid} if grid else None)
-    skipped: list[dict[str, str]] = []
-    centred: list[str] = []
-    written = 0
-    batches = [rows[i:i + opts.batch_size] for i in range(0, len(rows), opts.batch_size)]
-    try:
-        for loaded in _prefetch(pool, work.load(root), batches):
-            done, bad, centre = work.run(loaded)
-            for item_id, reason in bad:
-                log.warning("skipped %s %s: %s", part.modality, item_id, reason)
-                skipped.append({"id": item_id, "reason": reason})
-            centred.extend(centre)
-            for row, g, t in done:
-                try:
-                    writer.add(part.modality, row["id"], row["video"], row["identity"], row["split"], g, t)
-                    written += 1
-                except ValueError as exc:  # NaN/inf or out of fp16 range: the item's problem
-                    log.warning("skipped %s %s: %s", part.modality, row["id"], exc)
-                    skipped.append({"id": row["id"], "reason": str(exc)})
-            tick(len(loaded))
-    except BaseException:
-        writer.abort()
-        raise
-    writer.source = {
-        "part": part.index, "rows": [part.start, part.stop], "rank": rank,
-        "written": written, "skipped": skipped, "center_crop": centred,
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
-    writer.close()  # its store.json marks the part as finished
-    return written, len(skipped)
-
-
-# ---------------------------------------------------------------------------
-# finalising
-# ---------------------------------------------------------------------------
-
-
-def _link(src: Path, dst: Path) -> None:
-    """``dst`` becomes the same file as ``src`` (hard link; a move where links are not supported)."""
-    if not src.exists():
-        if dst.exists():  # moved there by an earlier finalisation
-            return
-        raise ExtractError(f"{src} is missing (and {dst} too); rerun the extraction with --overwrite")
-    if dst.exists() or dst.is_symlink():
-        if dst.exists() and os.path.samefile(src, dst):
-            return
-        dst.unlink()
-    try:
-        os.link(src, dst)
-    except OSError:
-        os.replace(src, dst)
-
-
-def finalise(out: Path, plan: dict[str, Any], manifest: Manifest, settings_by_mod: dict[str, Any]) -> dict[str, Any]:
-    """Gather every part into the store layout, then write store.json and the report."""
-    from training.features import FORMAT, ITEM_COLUMNS, VERSION, FeatureStore
-
-    meta_mods: dict[str, Any] = {}
-    report: dict[str, Any] = {"store": str(out.resolve()), "manifest": plan["manifest"], "modalities": {}}
-    for m, entry in plan["modalities"].items():
-        mdir = out / m
-        mdir.mkdir(exist_ok=True)
-        rows: list[tuple[str, str, str, str]] = []
-        shards: list[dict[str, Any]] = []
-        skipped: list[dict[str, str]] = []
-        centred: list[str] = []
-        dims, grid = _dims(m)
-        for i in range(int(entry["parts"])):
-            pdir = out / "parts" / m / f"part-{i:05d}"
-            part = FeatureStore(pdir)
-            src = part.source
-            skipped += src.get("skipped", [])
-            centred += src.get("center_crop", [])
-            feats = part[m]
-            rows += list(zip(feats.ids.tolist(), feats.videos.tolist(), feats.identities.tolist(), feats.splits.tolist()))
-            for k, sh in enumerate(part.meta["modalities"][m]["shards"]):
-                name = f"shard-{i:05d}" if k == 0 else f"shard-{i:05d}-{k}"
-                for kind in ("global", "tokens", "offsets"):
-                    p = pdir / m / f"{sh['name']}.{kind}.npy"
-                    if kind != "global" and not (p.exists() or (mdir / f"{name}.{kind}.npy").exists()):
-                        continue
-                    _link(p, mdir / f"{name}.{kind}.npy")
-                shards.append({"name": name, "count": int(sh["count"])})
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(ITEM_COLUMNS)
-        w.writerows(rows)
-        atomic_write_text(mdir / "items.csv", buf.getvalue())
-        meta_mods[m] = {"global_dim": dims[0], "token_dim": dims[1], "count": len(rows), "shards": shards}
-        if grid:
-            meta_mods[m]["token_grid"] = list(grid)
-        report["modalities"][m] = {
-            "manifest_items": int(entry["items"]), "written": len(rows), "skipped_count": len(skipped),
-            "center_crop_count": len(centred), "parts": int(entry["parts"]),
-            "bytes": sum((mdir / f"{s['name']}.{k}.npy").stat().st_size for s in shards
-                         for k in ("global", "tokens", "offsets") if (mdir / f"{s['name']}.{k}.npy").exists()),
-            "skipped": skipped, "center_crop": centred,
-        }
-    source = {
-        "generator": "training.extract",
-        "synthetic": False,
-        "manifest": plan["manifest"],
-        "protocol": manifest.meta.get("protocol"),
-        "face_source": manifest.meta.get("face_source"),
-        "face_video": manifest.meta.get("face_video"),
-        **settings_by_mod,
-        "skipped": {m: r["skipped_count"] for m, r in report["modalities"].items()},
-        "center_crop": report["modalities"].get("face", {}).get("center_crop_count", 0),
-    }
-    atomic_write_json(out / "extract_report.json", report)
-    atomic_write_text(out / "extract_report.txt", report_text(report))
-    store = {"format": FORMAT, "version": VERSION, "modalities": meta_mods, "source": source}
-    atomic_write_json(out / "store.json", store)
-    return report
-
-
-def report_text(report: dict[str, Any], limit: int = 200) -> str:
-    lines = [f"feature store {report['store']} from manifest {report['manifest']}"]
-    for m, r in report["modalities"].items():
-        crops = f", {r['center_crop_count']} centre crops (no face detected)" if m == "face" else ""
-        lines.append(f"{m}: {r['written']} of {r['manifest_items']} items written ({_gib(r['bytes'])}), "
-                     f"{r['skipped_count']} skipped{crops}")
-    for m, r in report["modalities"].items():
-        if r["skipped"]:
-            lines.append(f"skipped {m} items ({r['skipped_count']}):")
-            lines += [f"  {s['id']}: {s['reason']}" for s in r["skipped"][:limit]]
-            if r["skipped_count"] > limit:
-                lines.append(f"  ... and {r['skipped_count'] - limit} more (all in extract_report.json)")
-        if r["center_crop"]:
-            lines.append(f"{m} items cut by the centre fallback ({r['center_crop_count']}):")
-            lines += [f"  {s}" for s in r["center_crop"][:limit]]
-            if r["center_crop_count"] > limit:
-                lines.append(f"  ... and {r['center_crop_count'] - limit} more (all in extract_report.json)")
-    return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------
-# the whole run
-# ---------------------------------------------------------------------------
 
 
 def _device(choice: str, local_rank: int) -> str:
@@ -728,8 +193,8 @@ def run_extraction(
         if not manifest.media_root(m).is_dir():
             raise ExtractError(f"the manifest's {m} root {manifest.media_root(m)} is not a folder on this machine")
     out = Path(out)
-    _prepare_out(out, overwrite, world)
-    plan = _merge_plan(out, manifest, modalities, settings)
+    prepare_out(out, overwrite, world)
+    plan = merge_plan(out, manifest, modalities, settings)
     counts = {m: len(manifest.rows[m]) for m in modalities}
     parts = parts_of(counts, settings.shard_size, modalities)
     mine = [p for i, p in enumerate(parts) if i % world == rank]
@@ -750,12 +215,12 @@ def run_extraction(
     todo = {m: sum(p.stop - p.start for p in parts if p.modality == m and not p.done(out)) for m in modalities}
     free = shutil.disk_usage(out).free
     say("estimated store size: " + ", ".join(
-        f"{m} {counts[m]} items x {'(512 + 64x896)' if m == 'face' else '(192 + ~T x 1024)'} x 2 bytes = {_gib(est[m])}"
-        for m in modalities) + f"; total {_gib(sum(est.values()))}")
+        f"{m} {counts[m]} items x {'(512 + 64x896)' if m == 'face' else '(192 + ~T x 1024)'} x 2 bytes = {gib(est[m])}"
+        for m in modalities) + f"; total {gib(sum(est.values()))}")
     remaining = sum(est[m] * todo[m] / max(1, counts[m]) for m in modalities)
-    say(f"still to write: {sum(todo.values())} items, about {_gib(remaining)}; free at {out}: {_gib(free)}")
+    say(f"still to write: {sum(todo.values())} items, about {gib(remaining)}; free at {out}: {gib(free)}")
     if remaining > free:
-        say(f"WARNING: the store needs about {_gib(remaining)} but only {_gib(free)} is free at {out}")
+        say(f"WARNING: the store needs about {gib(remaining)} but only {gib(free)} is free at {out}")
 
     pending = [p for p in mine if not p.done(out)]
     say(f"rank {rank}/{world}: {len(mine)} of {len(parts)} parts are this rank's, {len(mine) - len(pending)} already done")
