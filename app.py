@@ -276,7 +276,7 @@ def build_demo(pipeline: Any, info: AppInfo):
     def match(voice: Optional[str], images: Optional[list[str]], webcam: Optional[str]):
         return run_match(pipeline, voice, images, webcam).outputs()
 
-    with gr.Blocks(title="FAA voice-face matching") as demo:
+    with gr.Blocks(title="FAA voice-face matching") as demo, gr.Tabs() as tabs, gr.Tab("Match voice to faces", id="match"):
         gr.Markdown(
             "# Whose voice is it?\n"
             "Record or upload a voice, add photos of the candidates, and FAA (*Fuse after Align*) "
@@ -327,6 +327,9 @@ def build_demo(pipeline: Any, info: AppInfo):
             outputs=[status, ranking, gallery, bars, voice_plot, summary],
             api_name="match",
         )
+    from app_ui.learn_tab import add_learn_tab  # the second tab: train on a synthetic world live
+
+    add_learn_tab(demo, tabs)
     return demo
 
 
