@@ -7,6 +7,7 @@ import collections
 import os
 import pickle
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -129,3 +130,79 @@ def test_python2_names_and_corrupt_files(tmp_path):
         safe_loads(blob[: len(blob) // 2], "cut.pkl")
     with pytest.raises(FileNotFoundError, match="missing.pkl"):
         safe_load(tmp_path / "missing.pkl")
+
+
+# --------------------------------------------------------------------------- bounded expansion ("billion laughs")
+
+
+def _laughs(levels: int = 4, width: int = 100) -> bytes:
+    """A ~1.5 kB pickle whose shared memo references expand to width**levels floats (10^8 by default)."""
+    x: object = [0.5] * width
+    for _ in range(levels - 1):
+        x = [x] * width
+    return pickle.dumps({"id10001/a/00001.wav": x}, protocol=4)
+
+
+def test_billion_laughs_is_refused_in_bounded_memory():
+    """It took 813 MB and was accepted as a 10^8-d embedding (np.asarray expands the shared parts)."""
+    from training.ingest.safe_pickle import PickleTooLargeError
+
+    data = _laughs()
+    assert len(data) < 2000
+    with pytest.raises(PickleTooLargeError, match="voice_input.pkl: expands to more than 1,00.,... values"):
+        safe_loads(data, "voice_input.pkl")
+    code = (
+        "import resource, sys\n"
+        "from training.ingest.safe_pickle import safe_loads, PickleTooLargeError\n"
+        "data = sys.stdin.buffer.read()\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n"
+        "    safe_loads(data)\n"
+        "except PickleTooLargeError:\n"
+        "    print('refused')\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], input=data, capture_output=True, timeout=120)
+    lines = out.stdout.decode().split()
+    assert lines[0] == "refused" and int(lines[1]) < 50, out.stderr.decode()
+
+
+def test_allocations_while_loading_are_bounded():
+    from training.ingest.safe_pickle import PickleTooLargeError
+
+    bytearray_bomb = b"\x80\x04cbuiltins\nbytearray\nJ\x00\xe1\xf5\x05\x85R."  # bytearray(100_000_000), 37 bytes
+    with pytest.raises(PickleTooLargeError, match="a bytearray \\(100,000,000 bytes\\)"):
+        safe_loads(bytearray_bomb)
+    array_bomb = b"cnumpy._core.multiarray\n_reconstruct\n(cnumpy\nndarray\n(I100000000\ntS'f8'\ntR."
+    with pytest.raises(PickleTooLargeError, match="an array \\(800,000,000 bytes\\)"):
+        safe_loads(array_bomb)
+    assert len(safe_loads(pickle.dumps(bytearray(1000), protocol=3))) == 1000
+
+
+def test_deep_nesting_is_refused():
+    from training.ingest.safe_pickle import PickleTooLargeError
+
+    x: object = 1.0
+    for _ in range(100):
+        x = [x]
+    with pytest.raises(PickleTooLargeError, match="nests deeper than 64 levels"):
+        safe_loads(pickle.dumps(x))
+    for _ in range(100_000 - 100):
+        x = [x]
+    with pytest.raises(PickleReadError):  # deeper than pickle.dumps can write: build the opcodes directly
+        safe_loads(b"\x80\x04" + b"(" * 100_000 + b"K\x01" + b"l" * 100_000 + b".")
+
+
+def test_release_shaped_data_passes(tmp_path):
+    """SL-like files (paths -> float32 vectors; lists reusing memoised path strings) stay well inside the bounds."""
+    rng = np.random.default_rng(0)
+    faces = {f"Name_{i % 50}/1.6/yt{i % 300}/{i:07d}.jpg": rng.standard_normal(512).astype(np.float32) for i in range(3000)}
+    wavs = [f"id{10001 + i % 50}/yt{i % 300}/{i:05d}.wav" for i in range(3000)]
+    trials = {"list": [(wavs[i % 3000], list(faces)[(7 * i) % 3000], i % 2) for i in range(30_000)]}
+    floats = [float(v) for v in rng.standard_normal(200_000)]
+    for obj in (faces, trials, floats):
+        path = tmp_path / "f.pkl"
+        path.write_bytes(pickle.dumps(obj, protocol=4))
+        back = safe_load(path)
+        assert type(back) is type(obj) and len(back) == len(obj)
+    assert back == floats

@@ -24,6 +24,19 @@ What a pickle may contain:
 Python 2 module names (``__builtin__``, which protocols 0-2 also use) are
 mapped to their Python 3 names first, as ``pickle`` itself does; Python 2 byte
 strings are decoded as latin-1, as numpy recommends for arrays.
+
+What a pickle may build is bounded too (:class:`PickleTooLargeError`), since a
+few kB of memo references can describe 10^8 values that any consumer
+(``np.asarray``, a loop) expands:
+
+* allocations made while loading (``bytearray(n)``, arrays from
+  ``_reconstruct``) stay within :data:`ALLOC_FLOOR` plus
+  :data:`ALLOC_PER_BYTE` bytes per byte of pickle;
+* the loaded object, counted as a consumer expands it (a shared part counts
+  every time it is reached), holds at most :data:`ELEMENT_FLOOR` plus
+  :data:`ELEMENTS_PER_BYTE` elements per byte of pickle (real data stays
+  below 1 per byte: a float32 takes 4 bytes, a memo reference 2-5), nested at
+  most :data:`MAX_DEPTH` deep.
 """
 
 from __future__ import annotations
@@ -34,12 +47,23 @@ import collections
 import io
 import os
 import pickle
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["PickleReadError", "UnsafePickleError", "RestrictedUnpickler", "safe_load", "safe_loads", "ALLOWED"]
+__all__ = ["PickleReadError", "UnsafePickleError", "PickleTooLargeError", "RestrictedUnpickler", "safe_load",
+           "safe_loads", "ALLOWED"]
+
+#: Elements a pickle may expand to: this many, plus ELEMENTS_PER_BYTE per byte of the pickle.
+ELEMENT_FLOOR = 1_000_000
+ELEMENTS_PER_BYTE = 4
+#: Bytes that loading may allocate: this many, plus ALLOC_PER_BYTE per byte of the pickle.
+ALLOC_FLOOR = 64 * 2**20
+ALLOC_PER_BYTE = 4
+#: Deepest nesting of containers in a loaded pickle.
+MAX_DEPTH = 64
 
 ALLOWED_TEXT = "only containers, strings, numbers and numpy arrays are allowed"
 
@@ -50,6 +74,10 @@ class PickleReadError(ValueError):
 
 class UnsafePickleError(PickleReadError, pickle.UnpicklingError):
     """A pickle asked for a global outside the data-only allow-list; nothing of it was called."""
+
+
+class PickleTooLargeError(PickleReadError):
+    """A pickle expands to far more than its size can hold as data (a "billion laughs"), or nests too deep."""
 
 
 def _numpy_attr(name: str) -> Any:
@@ -105,11 +133,36 @@ _ARRAY_TYPE = _ArrayType()
 _np_reconstruct = _numpy_attr("_reconstruct")
 
 
+#: Bytes the current load may still allocate (set per load by ``_load``; one load per thread at a time).
+_budget = threading.local()
+
+
+def _spend(nbytes: int, what: str) -> None:
+    left = getattr(_budget, "left", None)
+    if left is None:
+        return
+    if nbytes > left:
+        raise PickleTooLargeError(f"the pickle asks for {what} ({nbytes:,} bytes), more than its size allows")
+    _budget.left = left - nbytes
+
+
 def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
     """numpy's array rebuild step, restricted to plain ndarrays (no subclasses from the pickle)."""
     if subtype is not _ARRAY_TYPE:
         raise UnsafePickleError(f"_reconstruct may only build numpy.ndarray, got {subtype!r}")
+    try:
+        n = int(np.prod([int(d) for d in np.atleast_1d(shape)], dtype=object)) * int(np.dtype(dtype).itemsize)
+    except (TypeError, ValueError):
+        n = 0  # numpy itself refuses what cannot be a shape or dtype
+    _spend(n, "an array")
     return _np_reconstruct(np.ndarray, shape, dtype)
+
+
+def _bytearray(*args: Any) -> bytearray:
+    """``bytearray`` as a pickle may call it: ``bytearray(n)`` allocates n bytes, so n is bounded."""
+    if args and isinstance(args[0], int) and not isinstance(args[0], bool):
+        _spend(int(args[0]), "a bytearray")
+    return bytearray(*args)
 
 
 def _latin1_encode(text: Any, encoding: Any = "utf-8", errors: Any = "strict") -> bytes:
@@ -132,7 +185,7 @@ ALLOWED: dict[tuple[str, str], Any] = {
     ("builtins", "list"): list,
     ("builtins", "dict"): dict,
     ("builtins", "tuple"): tuple,
-    ("builtins", "bytearray"): bytearray,
+    ("builtins", "bytearray"): _Call(_bytearray, "bytearray"),
     ("builtins", "complex"): complex,
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("collections", "defaultdict"): collections.defaultdict,
@@ -165,15 +218,54 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise UnsafePickleError(f"{self.name} uses a persistent id ({pid!r}); {ALLOWED_TEXT}")
 
 
-def _load(fh: Any, name: str) -> Any:
+_CONTAINERS = (np.ndarray, dict, list, tuple, set, frozenset)
+
+
+def _check_expansion(obj: Any, limit: int, name: str) -> None:
+    """Count ``obj`` as a consumer would expand it (shared parts every time), up to ``limit`` elements."""
+    count = 0
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise PickleTooLargeError(f"{name}: nests deeper than {MAX_DEPTH} levels; not plain data")
+        if isinstance(item, np.ndarray):
+            count += item.size
+            children = item.ravel() if item.dtype == object else ()
+        elif isinstance(item, dict):
+            count += len(item)
+            children = [*item.keys(), *item.values()]
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            count += len(item)
+            children = item
+        else:
+            count += 1
+            children = ()
+        if count > limit:
+            raise PickleTooLargeError(
+                f"{name}: expands to more than {limit:,} values (shared references repeated), far more than "
+                "its size can hold as data; refused as a pickle bomb"
+            )
+        stack.extend((c, depth + 1) for c in children if isinstance(c, _CONTAINERS))
+
+
+def _load(fh: Any, name: str, size: int) -> Any:
+    _budget.left = ALLOC_FLOOR + ALLOC_PER_BYTE * size
     try:
-        return RestrictedUnpickler(fh, name).load()
+        obj = RestrictedUnpickler(fh, name).load()
+        _check_expansion(obj, ELEMENT_FLOOR + ELEMENTS_PER_BYTE * size, name)
+        return obj
+    except PickleTooLargeError as exc:
+        text = str(exc)
+        raise PickleTooLargeError(text if text.startswith(name) else f"{name}: {text}") from None
     except UnsafePickleError as exc:
         text = str(exc)
         raise UnsafePickleError(text if text.startswith(name) else f"{name}: {text}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            OverflowError, MemoryError, UnicodeDecodeError) as exc:
+            OverflowError, MemoryError, UnicodeDecodeError, RecursionError) as exc:
         raise PickleReadError(f"{name}: not a readable data pickle ({type(exc).__name__}: {exc})") from None
+    finally:
+        _budget.left = None
 
 
 def safe_load(path: str | os.PathLike[str], name: str | None = None) -> Any:
@@ -183,9 +275,9 @@ def safe_load(path: str | os.PathLike[str], name: str | None = None) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"{label}: file not found ({path})")
     with open(path, "rb") as fh:
-        return _load(fh, label)
+        return _load(fh, label, path.stat().st_size)
 
 
 def safe_loads(data: bytes, name: str = "<bytes>") -> Any:
     """Load a data pickle from bytes (see :func:`safe_load`)."""
-    return _load(io.BytesIO(data), name)
+    return _load(io.BytesIO(data), name, len(data))
