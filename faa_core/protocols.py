@@ -38,7 +38,7 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable, Literal, Mapping, Sequence, Union
+from typing import Iterable, Iterator, Literal, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -349,6 +349,16 @@ def _read_rows(path: Path, ncols: int, sep: str | None = None) -> tuple[Sequence
     return linenos, columns
 
 
+def _table_rows(path: Path, reader: Iterator[list[str]], width: int, sep: str) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of a csv reader's non-blank rows; a row of another width names its line."""
+    for row in reader:
+        if not row or not any(cell.strip() for cell in row):
+            continue
+        if len(row) != width:
+            raise ProtocolError(f"{path}:{reader.line_num}: expected {width} {sep}-separated fields, got {len(row)}")  # type: ignore[attr-defined]
+        yield reader.line_num, row  # type: ignore[attr-defined]
+
+
 def _first_component(p: str) -> str:
     return p.partition("/")[0]
 
@@ -434,13 +444,7 @@ def _read_wen_identities(folder: Path) -> dict[str, Identity]:
             if missing:
                 raise ProtocolError(f"{path}:1: header lacks column(s) {missing}; got {header}")
             idx = [header.index(c) for c in _WEN_CSV_COLUMNS]
-            for row in reader:
-                if not row or not any(cell.strip() for cell in row):
-                    continue
-                if len(row) != len(header):
-                    raise ProtocolError(
-                        f"{path}:{reader.line_num}: expected {len(header)} comma-separated fields, got {len(row)}"
-                    )
+            for _, row in _table_rows(path, reader, len(header), "comma"):
                 vid, fid, gender, nat, set_ = (row[j].strip() for j in idx)
                 if set_.lower() == "none":
                     continue
@@ -557,13 +561,7 @@ def _read_nagrani_identities(folder: Path) -> dict[str, Identity]:
         header = next(reader, None)
         if header is None or len(header) < 4:
             raise ProtocolError(f"{meta_path}:1: expected a tab-separated header 'VoxCeleb1 ID, VGGFace1 ID, ...'")
-        for row in reader:
-            if not row or not any(cell.strip() for cell in row):
-                continue
-            if len(row) != len(header):
-                raise ProtocolError(
-                    f"{meta_path}:{reader.line_num}: expected {len(header)} tab-separated fields, got {len(row)}"
-                )
+        for _, row in _table_rows(meta_path, reader, len(header), "tab"):
             vid, name, gender, nat = (c.strip() for c in row[:4])
             if name not in split_of:
                 raise ProtocolError(f"{meta_path}:{reader.line_num}: {name} ({vid}) has no line in {splits_path.name}")
@@ -592,14 +590,8 @@ def _read_nagrani_verification(path: Path, keys: Mapping[str, str]) -> Verificat
         voices: list[str] = []
         faces: list[str] = []
         labels: list[str] = []
-        for row in reader:
-            if not row or not any(cell.strip() for cell in row):
-                continue
-            if len(row) != len(header):
-                raise ProtocolError(
-                    f"{path}:{reader.line_num}: expected {len(header)} comma-separated fields, got {len(row)}"
-                )
-            linenos.append(reader.line_num)
+        for lineno, row in _table_rows(path, reader, len(header), "comma"):
+            linenos.append(lineno)
             voices.append(row[iv].strip())
             faces.append(row[jf].strip())
             labels.append(row[il].strip())
