@@ -10,6 +10,7 @@ the notebook tour (``notebooks/faa_tour.ipynb``) are its two users.
 
 from .choices import ChoiceError, LearnJob, make_job, method_names, settings, switch_names, world_names
 from .runner import LearnRunner, Progress, default_runner
+from .worker import ensure_world
 
 __all__ = [
     "ChoiceError",
@@ -17,6 +18,7 @@ __all__ = [
     "LearnRunner",
     "Progress",
     "default_runner",
+    "ensure_world",
     "make_job",
     "method_names",
     "settings",
