@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 __all__ = [
+    "read_json_document",
     "atomic_write",
     "atomic_write_text",
     "atomic_write_json",
@@ -95,3 +96,25 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     import torch
 
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def read_json_document(path: str | os.PathLike[str], fmt: str, version: int | None = None) -> dict[str, Any]:
+    """A JSON file that names its format (``{"format": fmt, "version": n, ...}``), checked.
+
+    Why: stores, manifests, worlds and extraction plans are all such documents;
+    each reader used to parse and check it its own way (a damaged file gave a
+    raw JSONDecodeError). ValueError, naming the file, when it cannot be read as
+    JSON, holds another format, or is newer than ``version``.
+    """
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot be read as JSON ({exc})") from None
+    got = doc.get("format") if isinstance(doc, dict) else None
+    if got != fmt:
+        raise ValueError(f"{path}: format is {got!r}, expected {fmt!r}")
+    if version is not None and int(doc.get("version", -1)) > version:
+        raise ValueError(f"{path}: version {doc.get('version')} is newer than this reader ({version})")
+    return doc
+

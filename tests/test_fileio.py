@@ -104,3 +104,23 @@ def test_checkpoint_and_store_files_are_shared_under_umask_022(tmp_path, umask, 
     files = [p for p in (*out.iterdir(), *(tmp_path / "store").rglob("*")) if p.is_file()]
     assert len(files) >= 5
     assert {p.name: _mode(p) for p in files} == {p.name: 0o644 for p in files}
+
+
+def test_read_json_document(tmp_path):
+    from faa_core.fileio import read_json_document
+    from training.features import FeatureStore
+
+    good = tmp_path / "good.json"
+    atomic_write_json(good, {"format": "x", "version": 2, "a": 1})
+    assert read_json_document(good, "x", 2)["a"] == 1
+    with pytest.raises(ValueError, match=r"good.json: format is 'x', expected 'y'"):
+        read_json_document(good, "y")
+    with pytest.raises(ValueError, match=r"good.json: version 2 is newer than this reader \(1\)"):
+        read_json_document(good, "x", 1)
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "store.json").write_text('{"format": "faa-feat')  # a torn write of older code
+    with pytest.raises(ValueError, match=r"store.json: cannot be read as JSON"):
+        FeatureStore(tmp_path / "store")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"list.json: format is None, expected 'x'"):
+        read_json_document(tmp_path / "list.json", "x")

@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from faa_core.fileio import atomic_save_npy, atomic_write_json, atomic_write_text
+from faa_core.fileio import atomic_save_npy, atomic_write_json, atomic_write_text, read_json_document
 
 __all__ = [
     "FORMAT",
@@ -641,11 +640,7 @@ class FeatureStore:
         path = self.root / "store.json"
         if not path.is_file():
             raise FileNotFoundError(f"{self.root} is not a feature store (no store.json; an unfinished extraction?)")
-        meta = json.loads(path.read_text(encoding="utf-8"))
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{path}: format is {meta.get('format')!r}, expected {FORMAT!r}")
-        if int(meta.get("version", -1)) > VERSION:
-            raise ValueError(f"{path}: version {meta.get('version')} is newer than this reader ({VERSION})")
+        meta = read_json_document(path, FORMAT, VERSION)
         self.meta = meta
         self.source: dict[str, Any] = dict(meta.get("source") or {})
         self._meta_mods: dict[str, Any] = dict(meta["modalities"])

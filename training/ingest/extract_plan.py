@@ -6,7 +6,6 @@ this module decides *what* is extracted where; it never runs an encoder.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -14,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from faa_core.fileio import atomic_write_json
+from faa_core.fileio import atomic_write_json, read_json_document
 from training.features import MODALITIES
 from training.ingest.manifest import Manifest
 
@@ -152,12 +151,9 @@ def _load_plan(out: Path) -> Optional[dict[str, Any]]:
     if not path.is_file():
         return None
     try:
-        plan = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ExtractError(f"{path} cannot be read ({exc}); remove it or pass --overwrite") from None
-    if plan.get("format") != PLAN_FORMAT:
-        raise ExtractError(f"{path} is not an extraction plan; choose another --out")
-    return plan
+        return read_json_document(path, PLAN_FORMAT)
+    except ValueError as exc:
+        raise ExtractError(f"{exc}: not an extraction plan; remove it, pass --overwrite or choose another --out") from None
 
 
 def merge_plan(out: Path, manifest: Manifest, modalities: Sequence[str], settings: Settings) -> dict[str, Any]:

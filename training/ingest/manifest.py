@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from faa_core.fileio import atomic_write_text
+from faa_core.fileio import atomic_write_text, read_json_document
 from training.features import MODALITIES
 
 MANIFEST_FORMAT = "faa-manifest"
@@ -88,11 +87,9 @@ def read_manifest(folder: str | os.PathLike[str], modalities: Sequence[str] = MO
     if not meta_path.is_file():
         raise ManifestError(f"{root} is not a manifest folder: no manifest.json (make one with python -m training.prepare)")
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ManifestError(f"{meta_path}: cannot be read as JSON ({exc})") from None
-    if meta.get("format") != MANIFEST_FORMAT:
-        raise ManifestError(f"{meta_path}: format is {meta.get('format')!r}, expected {MANIFEST_FORMAT!r}")
+        meta = read_json_document(meta_path, MANIFEST_FORMAT)
+    except ValueError as exc:
+        raise ManifestError(str(exc)) from None
     rows: dict[str, list[dict[str, str]]] = {}
     for m in modalities:
         if m not in MODALITIES:

@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from faa_core.fileio import atomic_write_json
+from faa_core.fileio import atomic_write_json, read_json_document
 from training.features import FeatureSource, FeatureStore, FeatureStoreWriter
 
 from .layout import MODALITIES, WorldLayout, make_layout
@@ -190,12 +190,7 @@ def load_world(root: str | os.PathLike[str]) -> SyntheticWorld:
     path = root / "world.json"
     if not path.is_file():
         raise FileNotFoundError(f"{root} is not a synthetic world (no world.json; an unfinished build?)")
-    meta = json.loads(path.read_text(encoding="utf-8"))
-    if meta.get("format") != WORLD_FORMAT:
-        raise ValueError(f"{path}: format {meta.get('format')!r}, expected {WORLD_FORMAT!r}")
-    if int(meta.get("version", -1)) > WORLD_VERSION:
-        raise ValueError(f"{path}: version {meta.get('version')} is newer than this code ({WORLD_VERSION})")
-    return SyntheticWorld(root, meta)
+    return SyntheticWorld(root, read_json_document(path, WORLD_FORMAT, WORLD_VERSION))
 
 
 def _prepare(out: Path, overwrite: bool) -> None:
