@@ -45,6 +45,8 @@ DEFAULT_CONCURRENCY = 2
 #: Requests allowed to wait; beyond this the queue refuses new ones ("queue full").
 QUEUE_MAX_SIZE = 64
 WEBCAM_NAME = "webcam snapshot"
+#: Gradio's temp files (uploads, result images) are deleted every 10 minutes once an hour old.
+DELETE_CACHE = (600, 3600)
 GENERIC_ERROR = (
     "Something went wrong on the server while scoring these files (the details were logged). "
     "Please try again, or with other files."
@@ -144,7 +146,8 @@ def load_models(
 
 # -- one request ----------------------------------------------------------------
 def _name_of(path: str) -> str:
-    return os.path.basename(str(path)) or "image"
+    """The file name alone: no server folder, and no client folder either (``a/b.jpg``, ``C:\\x\\b.jpg``)."""
+    return str(path).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or "image"
 
 
 def collect_images(
@@ -267,16 +270,23 @@ def _score(
 
 
 # -- the page -------------------------------------------------------------------
-def build_demo(pipeline: Any, info: AppInfo):
-    """The Blocks page around one loaded pipeline (launch it with ``serve``)."""
+def build_demo(pipeline: Any, info: AppInfo, delete_cache: tuple[int, int] = DELETE_CACHE):
+    """The Blocks page around one loaded pipeline (launch it with ``serve``).
+
+    ``delete_cache`` = (every, age) seconds: Gradio deletes the uploads and
+    result images it wrote for this page once they are ``age`` seconds old,
+    so its temp folder stays bounded (a request leaves ~270 kB of files).
+    """
     import gradio as gr
+
+    from app_ui.inputs import WebcamImage
 
     from app_ui import HOW_TO_READ, model_info_markdown, warning_banner_html
 
     def match(voice: Optional[str], images: Optional[list[str]], webcam: Optional[str]):
         return run_match(pipeline, voice, images, webcam).outputs()
 
-    with gr.Blocks(title="FAA voice-face matching") as demo, gr.Tabs() as tabs, gr.Tab("Match voice to faces", id="match"):
+    with gr.Blocks(title="FAA voice-face matching", delete_cache=delete_cache) as demo, gr.Tabs() as tabs, gr.Tab("Match voice to faces", id="match"):
         gr.Markdown(
             "# Whose voice is it?\n"
             "Record or upload a voice, add photos of the candidates, and FAA (*Fuse after Align*) "
@@ -297,7 +307,7 @@ def build_demo(pipeline: Any, info: AppInfo):
                     file_count="multiple", type="filepath", elem_id="faa-images",
                     label=f"Face photos: 1-{MAX_IMAGES} images (a group photo gives one candidate per face)",
                 )
-                webcam = gr.Image(  # image_mode=None: Gradio passes the file on, faa_core decodes it safely
+                webcam = WebcamImage(  # the file is passed on undecoded; faa_core reads it like the uploads
                     sources=["webcam"], type="filepath", image_mode=None, elem_id="faa-webcam",
                     label="Webcam snapshot (optional, one more candidate photo)",
                 )

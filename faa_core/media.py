@@ -47,7 +47,7 @@ MAX_FILE_BYTES = 50 * 1024 * 1024
 MIN_AUDIO_SECONDS = 1.0
 MAX_AUDIO_SECONDS = 60.0
 #: ``load_audio`` decodes at most this many seconds unless told otherwise (callers pass their own limit).
-MAX_DECODE_SECONDS = 600.0
+MAX_DECODE_SECONDS = 300.0
 #: Speech needs at least telephone bandwidth; lower rates are refused.
 MIN_SAMPLE_RATE = 8_000
 #: No real recording is sampled faster; higher claimed rates are refused before decoding.
@@ -70,24 +70,26 @@ def _describe(src: Any, name: str | None) -> str:
     return f"<{type(src).__name__}>"
 
 
-def _read_file_bytes(path: Path, what: str) -> bytes:
+def _read_file_bytes(path: Path, what: str, label: str | None = None) -> bytes:
+    """The file's bytes; messages name it by ``label`` (a caller's name keeps server paths out of them)."""
+    label = label or str(path)
     if not path.exists():
-        raise UnreadableMediaError(f"{what} file not found: {path}")
+        raise UnreadableMediaError(f"{what} file not found: {label}")
     if not path.is_file():
-        raise UnreadableMediaError(f"{what} path is not a file: {path}")
+        raise UnreadableMediaError(f"{what} path is not a file: {label}")
     size = path.stat().st_size
     if size == 0:
-        raise UnreadableMediaError(f"{what} file is empty (0 bytes): {path}")
+        raise UnreadableMediaError(f"{what} file is empty (0 bytes): {label}")
     if size > MAX_FILE_BYTES:
         too_big = ImageTooLargeError if what == "image" else AudioTooLongError
         raise too_big(
-            f"{what} file {path} is {size / 2**20:.1f} MiB; the limit is "
+            f"{what} file {label} is {size / 2**20:.1f} MiB; the limit is "
             f"{MAX_FILE_BYTES / 2**20:.0f} MiB"
         )
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise UnreadableMediaError(f"cannot read {what} file {path}: {exc}") from exc
+        raise UnreadableMediaError(f"cannot read {what} file {label}: {exc.strerror or type(exc).__name__}") from exc
 
 
 def _check_size(width: int, height: int, label: str) -> None:
@@ -168,7 +170,7 @@ def load_image(src: Any, name: str | None = None) -> Image.Image:
     if isinstance(src, np.ndarray):
         return _array_to_image(src, label)
     if isinstance(src, (str, os.PathLike)):
-        data = _read_file_bytes(Path(src), "image")
+        data = _read_file_bytes(Path(src), "image", label)
     elif isinstance(src, (bytes, bytearray)):
         data = bytes(src)
     else:
@@ -270,7 +272,7 @@ def load_audio(
         samples = _to_mono_float(np.asarray(src), label)
     else:
         if isinstance(src, (str, os.PathLike)):
-            data = _read_file_bytes(Path(src), "audio")
+            data = _read_file_bytes(Path(src), "audio", label)
         elif isinstance(src, (bytes, bytearray)):
             data = bytes(src)
         else:

@@ -20,7 +20,7 @@ from PIL import Image
 
 import app
 from app_ui import candidate_tile, heatmap_overlay, probability_bars, voice_attention_figure
-from app_fixtures import random_pipeline, start_app
+from app_fixtures import free_port, random_pipeline, start_app
 from media_fixtures import synthetic_voice
 
 UPLOAD_LIMIT = "2mb"
@@ -310,3 +310,90 @@ def test_drawing_helpers_shapes():
     fig = voice_attention_figure(synthetic_voice(0.5, 16000), 16000, spans, np.array([0.3, 0.7]), "a", [np.array([0.5, 0.5])])
     assert fig.ndim == 3
     assert voice_attention_figure(synthetic_voice(0.5, 16000), 16000, spans, None, "a").ndim == 3
+
+
+# -- nothing a user sends gets a traceback, and no server path in any message ----------------
+def test_non_image_in_the_webcam_slot_is_explained(client, speech_wav, face_image_path, bad_media):
+    """Gradio used to open the snapshot with Pillow itself and fail before the app saw it."""
+    out = match(client, speech_wav, [face_image_path], webcam=bad_media["text_as_image"])
+    s = out["summary"]
+    assert s["ok"] and [f["image"] for f in s["faces"]] == ["face.png"]
+    assert s["error_types"] == ["UnsupportedMediaError"]
+    assert s["errors"][0].startswith(f"image {app.WEBCAM_NAME} is not an image format")
+
+
+def test_webcam_data_url_is_read_like_an_upload(pipeline, face_image_path, tmp_path):
+    import base64
+
+    from gradio.data_classes import FileData
+
+    from app_ui.inputs import WebcamImage
+
+    cam = WebcamImage(sources=["webcam"], type="filepath", image_mode=None)
+    assert cam.get_block_name() == "image"
+    url = "data:image/png;base64," + base64.b64encode(face_image_path.read_bytes()).decode()
+    path = cam.preprocess(FileData(path="", url=url))
+    assert Path(path).read_bytes() == face_image_path.read_bytes()
+    text = tmp_path / "t.txt"
+    text.write_text("not an image")
+    assert cam.preprocess(FileData(path=str(text), orig_name="t.png")) == str(text)
+    assert cam.preprocess(None) is None
+
+
+def test_too_thin_photo_reported_other_photo_scored(client, speech_wav, face_image_path, tmp_path):
+    thin = tmp_path / "strip.png"
+    Image.new("RGB", (100_000, 16), (90, 120, 160)).save(thin)
+    s = match(client, speech_wav, [thin, face_image_path])["summary"]
+    assert s["ok"] and [f["image"] for f in s["faces"]] == ["face.png"]
+    assert s["error_types"] == ["ImageTooThinError"] and "too thin" in s["errors"][0]
+
+
+def test_messages_hold_no_server_paths(client, pipeline, speech_wav, face_image_path, tmp_path):
+    """0-byte uploads named their temp path; upload names with folders are cut to the file name."""
+    import json
+    import tempfile
+
+    empty_wav, empty_png = tmp_path / "empty.wav", tmp_path / "empty.png"
+    empty_wav.write_bytes(b"")
+    empty_png.write_bytes(b"")
+    out = match(client, empty_wav, [face_image_path])
+    assert "empty.wav" not in out["status"] and "the recording" in out["status"] and "0 bytes" in out["status"]
+    out2 = match(client, speech_wav, [empty_png, face_image_path])
+    assert out2["summary"]["errors"] == ["image file is empty (0 bytes): empty.png"]
+    server_dirs = {tempfile.gettempdir(), str(tmp_path), "/tmp/", "gradio"}
+    for o in (out, out2):
+        text = o["status"] + json.dumps(o["summary"])
+        assert not any(d in text for d in server_dirs), text
+    # names as a browser or client may send them, with folders (the server keeps them under its temp path)
+    upload_dir = tmp_path / "gradio" / "0123abcd"
+    upload_dir.mkdir(parents=True)
+    odd = upload_dir / "C:\\Users\\me\\photo.jpg"
+    odd.write_bytes(b"")
+    view = app.run_match(pipeline, str(empty_wav), [str(odd)], None)
+    assert "empty (0 bytes): the recording" in view.status and str(tmp_path) not in view.status
+    view = app.run_match(pipeline, str(speech_wav), [str(odd), str(face_image_path)], None)
+    assert view.summary["errors"] == ["image file is empty (0 bytes): photo.jpg"]
+    assert str(tmp_path) not in view.status + json.dumps(view.summary)
+
+
+def test_gradio_temp_files_are_deleted(pipeline, small_checkpoint, speech_wav, face_image_path, tmp_path):
+    """Every request leaves uploads and result images in Gradio's temp folder; delete_cache bounds it."""
+    import time
+
+    from gradio_client import Client, handle_file
+
+    demo = app.build_demo(pipeline, app.describe_models(pipeline, str(small_checkpoint), "random"), delete_cache=(1, 2))
+    url = app.serve(demo, host="127.0.0.1", port=free_port(), block=False, quiet=True)
+    try:
+        c = Client(url, verbose=False, analytics_enabled=False, httpx_kwargs=HTTPX, download_files=str(tmp_path))
+        for _ in range(2):
+            c.predict(handle_file(str(speech_wav)), [handle_file(str(face_image_path))], None, api_name="/match")
+        files = {f for s in demo.temp_file_sets for f in s if Path(f).is_file()}
+        size = sum(Path(f).stat().st_size for f in files)
+        assert len(files) >= 4 and size > 50_000  # uploads plus gallery, bars and voice plot images
+        deadline = time.time() + 30
+        while time.time() < deadline and any(Path(f).exists() for f in files):
+            time.sleep(0.5)
+        assert not any(Path(f).exists() for f in files)
+    finally:
+        demo.close()
