@@ -170,7 +170,7 @@ def collect_images(
     return paths, names, messages
 
 
-def run_match(pipeline: Any, voice: Optional[str], files: Optional[Sequence[str]], webcam: Optional[str]) -> MatchView:
+def run_match(pipeline: Any, voice: Any, files: Optional[Sequence[str]], webcam: Optional[str]) -> MatchView:
     """Score the faces against the voice and turn the result into page content.
 
     Never raises: bad input becomes a message in the page (other valid faces
@@ -214,13 +214,13 @@ def _status(errors: Sequence[str], warnings: Sequence[str], scored: int) -> str:
 
 
 def _score(
-    pipeline: Any, voice: str, paths: list[str], names: list[str], left_out: list[str], summary: dict[str, Any]
+    pipeline: Any, voice: Any, paths: list[str], names: list[str], left_out: list[str], summary: dict[str, Any]
 ) -> MatchView:
     """Run the pipeline leniently (bad images reported, not fatal) and draw its result."""
     from app_ui import candidate_label, candidate_tile, probability_bars, ranking_markdown, voice_attention_figure
-    from faa_core.media import load_audio
+    from faa_core.media import Audio, load_audio
 
-    recording = load_audio(voice, name="the recording")
+    recording = voice if isinstance(voice, Audio) else load_audio(voice, name="the recording")
     result = pipeline(recording, paths, names=names, strict=False)
     faces_per_image = {r.index: r.faces for r in result.images}
     rows = []
@@ -269,6 +269,115 @@ def _score(
     )
 
 
+# -- photos ahead of the voice, and the live microphone ----------------------------------
+def prepare_photos(pipeline: Any, files: Optional[Sequence[str]], webcam: Optional[str]) -> str:
+    """Detect and encode the photos as soon as they are added (into the pipeline's face cache).
+
+    Why: a match then runs only the voice encoder and the fusion, which is
+    what lets the live microphone update the ranking every second. Never
+    raises; returns a one-line note for the page.
+    """
+    paths, names, left_out = collect_images(files, webcam)
+    if not paths:
+        return ""
+    try:
+        reports = pipeline.prepare_images(paths, names)
+    except Exception:  # the page must stay up; the match itself will report the problem
+        log.exception("preparing photos %s failed", names)
+        return ""
+    faces = sum(r.faces for r in reports)
+    bad = [r.name for r in reports if r.error]
+    note = f"{faces} face{'s' if faces != 1 else ''} ready in {len(reports) - len(bad)} photo(s)"
+    if bad:
+        note += f"; no usable face in: {', '.join(bad)}"
+    if left_out:
+        note += f" ({left_out[0]})"
+    return note
+
+
+@dataclass
+class LiveRecording:
+    """What the live microphone has sent so far in one browser session (kept in ``gr.State``)."""
+
+    rate: int = 0
+    chunks: list[np.ndarray] = field(default_factory=list)
+    samples: int = 0
+    scored_samples: int = 0  # how much audio the ranking on the page was computed from
+    updates: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / self.rate if self.rate else 0.0
+
+    def add(self, chunk: Any) -> None:
+        """Append one streamed chunk: Gradio's (rate, int16 samples[, channels]) pair."""
+        if chunk is None:
+            return
+        rate, data = chunk
+        data = np.asarray(data)
+        if data.size == 0:
+            return
+        if self.rate and int(rate) != self.rate:  # the browser changed its rate: start over
+            self.chunks, self.samples, self.scored_samples = [], 0, 0
+        self.rate = int(rate)
+        self.chunks.append(data)
+        self.samples += int(data.shape[0])
+
+    def recording(self, max_seconds: float) -> Any:
+        """The audio so far (its last ``max_seconds`` when longer) as a decoded recording."""
+        from faa_core.media import load_audio
+
+        data = np.concatenate(self.chunks, axis=0) if len(self.chunks) > 1 else self.chunks[0]
+        keep = int(max_seconds * self.rate)
+        if data.shape[0] > keep:
+            data = data[-keep:]
+        return load_audio((self.rate, data), name="the live recording")
+
+
+#: The live ranking first appears after this much audio ...
+LIVE_FIRST_S = 1.0
+#: ... and is then recomputed after every this much new audio.
+LIVE_EVERY_S = 1.0
+#: How often the browser sends the microphone's new audio.
+LIVE_STREAM_EVERY_S = 0.5
+
+
+def live_update(
+    pipeline: Any, live: Optional[LiveRecording], chunk: Any, files: Optional[Sequence[str]],
+    webcam: Optional[str], final: bool = False,
+) -> tuple[Optional[MatchView], LiveRecording]:
+    """Add a microphone chunk and, when an update is due, rank the faces on all audio so far.
+
+    Due: at least ``LIVE_FIRST_S`` of audio and ``LIVE_EVERY_S`` of it new
+    since the last ranking, or ``final`` (the recording stopped) with any new
+    audio. Returns (None, state) when nothing is due. The photos come from
+    the face cache, so an update costs the voice encoder and the fusion.
+    """
+    live = live if live is not None else LiveRecording()
+    live.add(chunk)
+    if not live.rate:
+        return None, live
+    new_s = (live.samples - live.scored_samples) / live.rate
+    due = live.seconds >= LIVE_FIRST_S and (new_s >= LIVE_EVERY_S or (final and new_s > 0))
+    if not due:
+        return None, live
+    t = time.perf_counter()
+    max_s = float(getattr(pipeline, "max_audio_s", 60.0))
+    view = run_match(pipeline, live.recording(max_s), files, webcam)
+    live.scored_samples = live.samples
+    live.updates += 1
+    heard = min(live.seconds, max_s)
+    view.status = (
+        f"**Recording stopped**: ranked on the whole {heard:.1f} s.\n\n" if final
+        else f"**Live** (update {live.updates}): ranked on the {heard:.1f} s heard so far.\n\n"
+    ) + view.status
+    view.summary["live"] = {
+        "seconds": round(live.seconds, 3), "update": live.updates, "final": final,
+        "scored_last_s": round(min(live.seconds, max_s), 3), "update_s": round(time.perf_counter() - t, 4),
+    }
+    return view, live
+
+
 # -- the page -------------------------------------------------------------------
 def build_demo(pipeline: Any, info: AppInfo, delete_cache: tuple[int, int] = DELETE_CACHE):
     """The Blocks page around one loaded pipeline (launch it with ``serve``).
@@ -285,6 +394,20 @@ def build_demo(pipeline: Any, info: AppInfo, delete_cache: tuple[int, int] = DEL
 
     def match(voice: Optional[str], images: Optional[list[str]], webcam: Optional[str]):
         return run_match(pipeline, voice, images, webcam).outputs()
+
+    def photos_added(images: Optional[list[str]], webcam: Optional[str]) -> str:
+        return prepare_photos(pipeline, images, webcam)
+
+    def live_started():
+        return LiveRecording()
+
+    def live_chunk(chunk, live, images, webcam):
+        view, live = live_update(pipeline, live, chunk, images, webcam)
+        return (*(view.outputs() if view is not None else [gr.skip()] * 6), live)
+
+    def live_stopped(live, images, webcam):
+        view, live = live_update(pipeline, live, None, images, webcam, final=True)
+        return (*(view.outputs() if view is not None else [gr.skip()] * 6), live)
 
     with gr.Blocks(title="FAA voice-face matching", delete_cache=delete_cache) as demo, gr.Tabs() as tabs, gr.Tab("Match voice to faces", id="match"):
         gr.Markdown(
@@ -303,6 +426,11 @@ def build_demo(pipeline: Any, info: AppInfo, delete_cache: tuple[int, int] = DEL
                     sources=["microphone", "upload"], type="filepath", elem_id="faa-voice",
                     label="Voice: record or upload (1-60 s; WAV, FLAC, OGG, MP3)",
                 )
+                live = gr.Audio(
+                    sources=["microphone"], type="numpy", streaming=True, elem_id="faa-live",
+                    label="Live microphone: add the photos, then speak; the ranking updates every second",
+                )
+                live_state = gr.State(None)
                 images = gr.File(
                     file_count="multiple", type="filepath", elem_id="faa-images",
                     label=f"Face photos: 1-{MAX_IMAGES} images (a group photo gives one candidate per face)",
@@ -312,6 +440,7 @@ def build_demo(pipeline: Any, info: AppInfo, delete_cache: tuple[int, int] = DEL
                     label="Webcam snapshot (optional, one more candidate photo)",
                 )
                 run = gr.Button("Match voice to faces", variant="primary", elem_id="faa-run")
+                photos_status = gr.Markdown(elem_id="faa-photos-status")
             with gr.Column(scale=1):
                 status = gr.Markdown(elem_id="faa-status")
                 ranking = gr.Markdown(elem_id="faa-ranking")
@@ -337,6 +466,16 @@ def build_demo(pipeline: Any, info: AppInfo, delete_cache: tuple[int, int] = DEL
             outputs=[status, ranking, gallery, bars, voice_plot, summary],
             api_name="match",
         )
+        # The photos' work is done once, when they are added; the live microphone then ranks as it records.
+        images.upload(photos_added, [images, webcam], [photos_status], api_name=False, show_progress="hidden")
+        webcam.change(photos_added, [images, webcam], [photos_status], api_name=False, show_progress="hidden")
+        live_outputs = [status, ranking, gallery, bars, voice_plot, summary, live_state]
+        live.start_recording(live_started, None, [live_state], api_name=False, show_progress="hidden")
+        live.stream(
+            live_chunk, [live, live_state, images, webcam], live_outputs, stream_every=LIVE_STREAM_EVERY_S,
+            api_name=False, show_progress="hidden",
+        )
+        live.stop_recording(live_stopped, [live_state, images, webcam], live_outputs, api_name=False)
     from app_ui.learn_tab import add_learn_tab  # the second tab: train on a synthetic world live
 
     add_learn_tab(demo, tabs)

@@ -118,3 +118,42 @@ def test_upload_match_and_see_results(server, speech_wav, face_image_path, group
     # each tile is the 160 px crop and its heatmap side by side
     assert len(tiles) >= 3 and all(h == 160 and w > 320 for w, h in tiles)
     assert screenshot_path.is_file() and screenshot_path.stat().st_size > 10_000
+
+
+def test_live_microphone_ranks_while_recording(server, speech_wav, face_image_path, group_image_path):
+    """Chromium's fake microphone plays the speech file; the ranking must appear before Stop is pressed."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=find_chromium(), headless=True,
+            args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                  f"--use-file-for-fake-audio-capture={speech_wav}"],
+        )
+        try:
+            page = browser.new_context(permissions=["microphone"]).new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(server, wait_until="load")
+            page.locator("#faa-images input[type=file]").set_input_files([str(face_image_path), str(group_image_path)])
+            # the photos are detected and encoded when added, before any voice
+            page.locator("#faa-photos-status").get_by_text("3 faces ready").wait_for()
+            page.locator("#faa-live button", has_text="Record").click()
+            stop = page.locator("#faa-live button", has_text="Stop")
+            stop.wait_for()
+            page.locator("#faa-status").get_by_text("Live (update").wait_for()
+            still_recording = stop.is_visible()
+            live_status = page.locator("#faa-status").inner_text()
+            live_ranking = page.locator("#faa-ranking").inner_text()
+            stop.click()
+            page.locator("#faa-status").get_by_text("Recording stopped").wait_for()
+            final_status = page.locator("#faa-status").inner_text()
+        finally:
+            browser.close()
+
+    assert still_recording, "the ranking only appeared after the recording ended"
+    assert re.search(r"ranked on the \d+\.\d s heard so far", live_status) and "3 faces scored" in live_status
+    probabilities = [float(v) for v in re.findall(r"\t(\d\.\d{3})\t", live_ranking)]
+    assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
+    heard = float(re.search(r"ranked on the whole (\d+\.\d) s", final_status).group(1))
+    assert heard >= 1.0 and "3 faces scored" in final_status

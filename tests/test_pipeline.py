@@ -87,8 +87,11 @@ def test_encoders_run_once_per_call(pipeline, speech_wav, face_image_path, group
 
     monkeypatch.setattr(pipeline.face_encoder, "encode", count_face)
     monkeypatch.setattr(pipeline.voice_encoder, "encode", count_voice)
+    pipeline.face_cache.clear()  # earlier tests cached these photos
     pipeline(speech_wav, [face_image_path, group_image_path, face_image_path])
     assert calls == {"face": 1, "voice": 1}
+    pipeline(speech_wav, [face_image_path, group_image_path])  # now every face comes from the cache
+    assert calls == {"face": 1, "voice": 2}
 
 
 def test_no_face_strict_names_the_image(pipeline, speech_wav, face_image_path, blank_image_path):

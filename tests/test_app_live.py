@@ -1,0 +1,84 @@
+"""The live microphone without a browser: when updates are due, what they rank, and that photos are encoded once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import app
+from app_fixtures import random_pipeline
+
+
+@pytest.fixture(scope="module")
+def pipeline(small_checkpoint, face_encoder, voice_encoder, random_weights):
+    return random_pipeline(small_checkpoint, face_encoder, voice_encoder, random_weights)
+
+
+def _chunks(speech_wav, seconds: float = 0.5):
+    """The speech file as a browser streams it: int16 pieces of ``seconds``."""
+    x, rate = sf.read(speech_wav, dtype="int16")
+    step = int(rate * seconds)
+    return rate, [x[i:i + step] for i in range(0, len(x), step)]
+
+
+def test_updates_once_a_second_after_the_first_second(pipeline, speech_wav, face_image_path, group_image_path, monkeypatch):
+    files = [str(face_image_path), str(group_image_path)]
+    pipeline.face_cache.clear()
+    note = app.prepare_photos(pipeline, files, None)
+    assert note.startswith("3 faces ready in 2 photo(s)")
+
+    calls = {"detect": 0, "encode": 0}
+    real_encode = pipeline.face_encoder.encode
+
+    def count_encode(crops):
+        calls["encode"] += 1
+        return real_encode(crops)
+
+    monkeypatch.setattr(pipeline.face_encoder, "encode", count_encode)
+    rate, chunks = _chunks(speech_wav)
+    live, due_at = None, []
+    for k, chunk in enumerate(chunks):
+        view, live = app.live_update(pipeline, live, (rate, chunk), files, None)
+        if view is not None:
+            due_at.append(k)
+            assert view.summary["ok"] and len(view.summary["faces"]) == 3
+            assert view.summary["live"]["update"] == len(due_at) and not view.summary["live"]["final"]
+            assert "heard so far" in view.status
+            assert view.bars is not None and view.voice_plot is not None and len(view.gallery) == 3
+    # chunks of 0.5 s (the last one shorter): the first ranking at 1.0 s, then after every further 1.0 s
+    full = len(chunks) - 1
+    assert len(chunks[0]) == rate // 2 and 0 < len(chunks[-1]) <= rate // 2 and full >= 6
+    assert due_at == list(range(1, full, 2))
+    view, live = app.live_update(pipeline, live, None, files, None, final=True)
+    assert view is not None  # the audio after the last update is ranked when the recording stops
+    if view is not None:
+        assert view.summary["live"]["final"] and "Recording stopped" in view.status
+        assert view.summary["voice"]["duration_s"] == pytest.approx(live.seconds, abs=1e-3)
+    assert calls["encode"] == 0  # every update took the faces from the cache
+
+
+def test_nothing_before_a_second_and_bad_audio_explained(pipeline, face_image_path):
+    files = [str(face_image_path)]
+    quiet = np.zeros(8000, np.int16)
+    view, live = app.live_update(pipeline, None, (16000, quiet), files, None)
+    assert view is None and live.seconds == pytest.approx(0.5)
+    view, live = app.live_update(pipeline, live, (16000, quiet), files, None)
+    assert view is not None and not view.summary["ok"]
+    assert view.summary["error_types"] == ["SilentAudioError"] and "silent" in view.status
+
+
+def test_long_live_recording_keeps_its_last_minute(pipeline, face_image_path):
+    rate = 8000
+    rng = np.random.default_rng(0)
+    live = app.LiveRecording()
+    for _ in range(62):
+        live.add((rate, (rng.standard_normal(rate) * 3000).astype(np.int16)))
+    rec = live.recording(pipeline.max_audio_s)
+    assert live.seconds == pytest.approx(62.0) and rec.duration_s == pytest.approx(pipeline.max_audio_s)
+
+
+def test_prepare_photos_reports_photos_without_faces(pipeline, face_image_path, blank_image_path):
+    note = app.prepare_photos(pipeline, [str(face_image_path), str(blank_image_path)], None)
+    assert note == f"1 face ready in 1 photo(s); no usable face in: {blank_image_path.name}"
+    assert app.prepare_photos(pipeline, [], None) == ""
