@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -50,6 +51,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except FAAError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a bug, not the input: still one line, with what to report
+        print(f"error: unexpected {type(exc).__name__} while matching ({exc}); please report it with the "
+              "command line (set FAA_TRACEBACK=1 to see the traceback)", file=sys.stderr)
+        if os.environ.get("FAA_TRACEBACK"):
+            raise
+        return 1
     if args.json:
         out = result.to_dict()
         out["checkpoint"] = args.checkpoint

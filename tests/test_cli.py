@@ -84,3 +84,19 @@ def torch_nan_like(t):
     import torch
 
     return torch.full_like(t, float("nan"))
+
+
+def test_unexpected_error_is_one_line(small_checkpoint, speech_wav, face_image_path, monkeypatch, capsys):
+    """A bug inside the pipeline still ends in one line on stderr and exit status 1."""
+    from faa_core import cli
+    from faa_core.pipeline import MatchPipeline
+
+    def boom(*a, **k):
+        raise RuntimeError("internal detail")
+
+    monkeypatch.setattr(MatchPipeline, "from_checkpoint", classmethod(lambda cls, *a, **k: boom()))
+    code = cli.main(["match", "--checkpoint", str(small_checkpoint), "--voice", str(speech_wav),
+                     "--faces", str(face_image_path), "--weights", "random"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith("error: unexpected RuntimeError while matching (internal detail)")
