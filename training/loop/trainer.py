@@ -1,16 +1,19 @@
 """The training loop shared by every objective: rounds of (labels -> steps -> validation).
 
 A round first fixes the labels of the training videos -- k-means on
-dual-modality pooled embeddings for the unsupervised objectives (``faa``,
-``sl``), the true identities for the supervised ones (``faa_supervised``,
-``wen2021``) -- then takes ``steps_per_round`` optimiser steps on pairs drawn
-from those labels, then validates. The best model is kept in ``RUN/best/``
-(faa_core's checkpoint format).
+dual-modality pooled embeddings for the unsupervised objectives, the true
+identities for the supervised ones (``training/loop/objectives.py`` says which
+objective is which, and everything else objective-specific) -- then takes
+``steps_per_round`` optimiser steps on pairs drawn from those labels, then
+validates. The best model is kept in ``RUN/best/`` (faa_core's checkpoint
+format).
 
 Resumable: after every round the whole state (model, optimiser, schedule,
 counters) is written atomically to ``RUN/state.pt``, and every random draw
 of a round is seeded from (seed, round), so a run killed at any moment and
-restarted ends exactly where an uninterrupted run ends.
+restarted ends exactly where an uninterrupted run ends. A run folder is
+resumed only with the config it was started with (``RUN/config.json``);
+``allow_config_change`` overrides that with a warning.
 
 Distributed (``torchrun --nproc_per_node N -m training.train ...``): the
 model is wrapped in DDP, rank 0 clusters and validates and broadcasts the
@@ -26,9 +29,10 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 import weakref
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
@@ -36,30 +40,28 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from faa_core.checkpoint import default_encoders, save_checkpoint
-from faa_core.fileio import atomic_torch_save
 from faa_core.clustering import ProgressiveClusterSchedule, cluster_purity, dual_modality_pooling, kmeans, nmi
-from faa_core.losses import (
-    IdentityReweighter,
-    fvc_infonce,
-    fvc_multi_similarity,
-    fvm_loss,
-    sample_hard_negatives,
-    wen_two_level_loss,
-)
+from faa_core.fileio import atomic_torch_save, atomic_write_json
+from faa_core.losses import sample_hard_negatives
 from faa_core.metrics import verification_auc
 from faa_core.model import FAAConfig, FAAModel
 
+from training.cli import UserError
+from training.config import config_differences, resolve_config
 from training.loop import distributed as dist_utils
 from training.loop.data import IdentityLinked, PairBatch, PairSampler, VideoIndex, open_features
+from training.loop.objectives import LOSSES, OBJECTIVES, LossInput
 from training.eval.scoring import embed_items, item_tokens, score_pairs, verification_trials
 
-UNSUPERVISED = ("faa", "sl")
+_CHECK_CHUNK = 65_536  # items per finiteness check of stored features (bounded memory on any store)
+# keys that only say where a run stops: a resumed run with more rounds continues the same trajectory
+_STOP_KEYS = ("schedule.max_rounds",)
 
 
 def model_config(cfg: dict[str, Any], voice, face) -> FAAConfig:
     """FAAConfig from the config's model section and the data's dimensions."""
     m = dict(cfg["model"])
-    use_tokens = bool(m.pop("use_tokens", True))
+    use_tokens = bool(m.pop("use_tokens"))
     grid = getattr(face, "token_grid", None) or (8, 8)
     return FAAConfig(
         face_dim=face.global_dim,
@@ -69,6 +71,56 @@ def model_config(cfg: dict[str, Any], voice, face) -> FAAConfig:
         face_grid=tuple(grid),
         **m,
     )
+
+
+def card_encoders(config: FAAConfig, source: Mapping[str, Any]) -> dict[str, Any]:
+    """The card's ``encoders``: what the store says made its features, with the model's dimensions.
+
+    A store written by ``training.extract`` names its encoders and weights in
+    ``store.json``'s ``source``; a store or world that names none (synthetic
+    worlds, imported releases) gets this package's defaults, which are the
+    encoders such a checkpoint is meant to be used with.
+    """
+    described = source.get("encoders") if isinstance(source.get("encoders"), Mapping) else {}
+    if not described:
+        return default_encoders(config)
+    weights = source.get("weights")
+    text = weights.get("description") if isinstance(weights, Mapping) else weights
+    per_side = {}
+    if isinstance(text, str):  # "face: <weights>; voice: <weights>" (faa_core.encoders.weights.describe)
+        for part in text.split("; "):
+            side, sep, rest = part.partition(": ")
+            if sep:
+                per_side[side.strip()] = rest.strip()
+    dims = {
+        "face": {"global_dim": config.face_dim, "token_dim": config.face_token_dim},
+        "voice": {"global_dim": config.voice_dim, "token_dim": config.voice_token_dim},
+    }
+    out: dict[str, Any] = {}
+    for side, enc in described.items():
+        entry = dict(enc)
+        entry["weights"] = per_side.get(side, text)
+        entry.update(dims.get(side, {}))
+        if side in dims and not dims[side]["token_dim"]:  # a global-only model uses no token layer
+            entry.update({k: None for k in ("token_layer", "token_rate_per_s") if k in entry})
+        out[side] = entry
+    if "face" in out and config.face_token_dim:
+        out["face"]["token_grid"] = list(config.face_grid)
+    return out
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A data folder's metadata file, or one line naming it and the fix."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file; it is damaged (rewrite it, e.g. re-run what made the folder)") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno}); it is damaged or half written "
+                        "(re-run what made the folder)") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(meta).__name__} (re-run what made the folder)")
+    return meta
 
 
 class _StepModule(torch.nn.Module):
@@ -97,14 +149,18 @@ class _StepModule(torch.nn.Module):
 class Trainer:
     def __init__(
         self, cfg: dict[str, Any], data_dir: str | Path, run_dir: str | Path, progress: bool = True,
-        device: str | torch.device = "cpu",
+        device: str | torch.device = "cpu", allow_config_change: bool = False,
     ) -> None:
+        cfg = resolve_config(cfg)  # complete and checked, whoever built it
         self.cfg = cfg
+        self.objective = OBJECTIVES[cfg["objective"]]
         # the model and the step's tensors live here; sampling, clustering and the RNG streams stay on the CPU,
         # so a run's pairs and negatives do not depend on the device
         self.device = torch.device(device)
         self.data_dir = Path(data_dir)
         self.run = Path(run_dir)
+        if self.run.exists() and not self.run.is_dir():
+            raise UserError(f"run folder {self.run} is a file; give a folder (a new one, or a run to resume)")
         self.world, self.rank = dist_utils.world_size(), dist_utils.rank()
         self.main = self.rank == 0
         # the rows of the global batch this rank embeds (all of them in one process)
@@ -113,31 +169,21 @@ class Trainer:
         if self.main:
             self.run.mkdir(parents=True, exist_ok=True)
         self.progress = progress and self.main
-        self.objective = cfg["objective"]
-        src = open_features(data_dir)
-        self.voice, self.face = src["voice"], src["face"]
-        link = cfg.get("data", {}).get("link", "video")
-        if link == "identity":  # faces without videos (VGGFace1 photos): link the modalities by person
-            if self.objective in UNSUPERVISED:
-                raise ValueError(f"data.link=identity uses identity labels; objective {self.objective} is unsupervised "
-                                 "(use faa_supervised or wen2021, or face-track frames that share videos)")
+        self._open_data()
+        if cfg["data"]["link"] == "identity":  # faces without videos (VGGFace1 photos): link the modalities by person
             self.index = VideoIndex(IdentityLinked(self.voice), IdentityLinked(self.face), "train")
-        elif link == "video":
-            self.index = VideoIndex(self.voice, self.face, "train")
         else:
-            raise ValueError(f"data.link must be video or identity, got {link!r}")
+            self.index = VideoIndex(self.voice, self.face, "train")
         self.identity = self.index.identity_codes()
-        if self.objective not in UNSUPERVISED and (self.identity < 0).any():
-            raise ValueError(f"objective {self.objective} needs identities for every training video")
+        if self.objective.supervised and (self.identity < 0).any():
+            raise UserError(f"objective {self.objective.name} needs identities for every training video; "
+                            f"{int((self.identity < 0).sum())} of {len(self.identity)} in {self.data_dir} have none "
+                            "(use an unsupervised objective: faa or sl)")
 
         torch.manual_seed(cfg["seed"])
         self.model = FAAModel(model_config(cfg, self.voice, self.face)).to(self.device)
-        self.extra = torch.nn.ParameterDict()
-        if self.objective == "wen2021":
-            n_id = int(self.identity.max()) + 1
-            w = torch.randn(n_id, self.model.config.embed_dim) * 0.01
-            self.extra["classifier"] = torch.nn.Parameter(w.to(self.device))
-            self.reweighter = IdentityReweighter(n_id, drop_fraction=cfg["loss"]["reweight_drop_fraction"])
+        self.parts = self.objective.parts(cfg, self.identity, self.model.config.embed_dim, self.device)
+        self.extra = torch.nn.ParameterDict(self.parts.parameters)
         params = list(self.model.parameters()) + list(self.extra.parameters())
         o = cfg["optim"]
         if o["name"] == "sgd":
@@ -145,29 +191,88 @@ class Trainer:
         else:
             self.optim = torch.optim.Adam(params, lr=o["lr"], weight_decay=o["weight_decay"])
 
-        c = cfg.get("clustering", {})
+        c = cfg["clustering"]
         n_videos = len(self.index)
-        start = max(2, min(n_videos, int(round(c.get("start_fraction", 0.5) * n_videos))))
-        minimum = max(2, min(start, int(round(c.get("min_fraction", 0.02) * n_videos))))
+        start = max(2, min(n_videos, int(round(c["start_fraction"] * n_videos))))
+        minimum = max(2, min(start, int(round(c["min_fraction"] * n_videos))))
         self.schedule = ProgressiveClusterSchedule(
-            start=start, factor=c.get("factor", 0.8), minimum=minimum,
-            patience=c.get("patience", 2), fixed=bool(c.get("fixed", False)),
+            start=start, factor=c["factor"], minimum=minimum, patience=c["patience"], fixed=c["fixed"],
         )
         v = cfg["validation"]
         self.val = verification_trials(self.voice, self.face, "val", v["trials"], seed=cfg["seed"] + 7919)
         self.state = {"round": 0, "step": 0, "best": -math.inf, "bad_rounds": 0, "done": False, "best_round": -1}
-        self._resume()
+        self._resume(allow_config_change)
         self._ddp: Optional[torch.nn.parallel.DistributedDataParallel] = None
         self._gather_group: Any = None
         if self.world > 1:
             self._setup_ddp()
+
+    # -- data --------------------------------------------------------------------
+    def _open_data(self) -> None:
+        """Open the feature sources; a damaged metadata file or a NaN feature is named here, before any training."""
+        d = self.data_dir
+        if not d.is_dir():
+            raise UserError(f"data folder {d} does not exist (give a feature store or a synthetic world folder)")
+        self.world_meta = _read_json(d / "world.json") if (d / "world.json").is_file() else {}
+        self.store_source: dict[str, Any] = {}
+        if (d / "store.json").is_file():
+            meta = _read_json(d / "store.json")
+            if not isinstance(meta.get("modalities"), dict):
+                raise UserError(f"{d / 'store.json'}: no 'modalities' mapping, so not a feature store "
+                                "(re-run the extraction that made it)")
+            source = meta.get("source")
+            self.store_source = dict(source) if isinstance(source, dict) else {}
+        src = open_features(d)
+        self.voice, self.face = src["voice"], src["face"]
+        for name, source in (("voice", self.voice), ("face", self.face)):
+            self._check_stored_globals(name, source)
+
+    def _check_stored_globals(self, modality: str, source: Any) -> None:
+        """Every global vector of a stored source is finite (one pass over the memory-mapped shards)."""
+        from training.features import ModalityFeatures
+
+        if not isinstance(source, ModalityFeatures):  # procedural worlds compute features; nothing stored to damage
+            return
+        for lo in range(0, len(source), _CHECK_CHUNK):
+            g = source.globals(np.arange(lo, min(lo + _CHECK_CHUNK, len(source))))
+            bad = np.flatnonzero(~np.isfinite(g).all(axis=1))
+            if len(bad):
+                raise UserError(self._nonfinite_message(modality, source, lo + int(bad[0]), "global vector"))
+
+    def _nonfinite_message(self, modality: str, source: Any, item: int, what: str) -> str:
+        return (f"{modality} item {source.ids[item]!r} in {self.data_dir} has NaN/inf values in its {what}; "
+                "re-extract it or remove it from the store")
+
+    def _find_nonfinite(self, items: Mapping[str, np.ndarray], tokens: bool) -> Optional[str]:
+        """The first item among ``items`` (modality -> item indices) with a NaN/inf global vector or token."""
+        for modality, idx in items.items():
+            source = self.voice if modality == "voice" else self.face
+            idx = np.unique(np.asarray(idx))
+            g = source.globals(idx)
+            bad = np.flatnonzero(~np.isfinite(g).all(axis=1))
+            if len(bad):
+                return self._nonfinite_message(modality, source, int(idx[bad[0]]), "global vector")
+            if tokens and source.has_tokens:
+                tok, _ = source.tokens(idx)
+                bad = np.flatnonzero(~np.isfinite(tok).reshape(len(idx), -1).all(axis=1))
+                if len(bad):
+                    return self._nonfinite_message(modality, source, int(idx[bad[0]]), "tokens")
+        return None
+
+    def _nonfinite_loss(self, batch: PairBatch, rnd: int) -> UserError:
+        """Why a step's loss is NaN/inf: a damaged item of the batch, or training that diverged."""
+        found = self._find_nonfinite({"voice": batch.voice_items, "face": batch.face_items}, tokens=self.uses_fvm)
+        if found:
+            return UserError(found)
+        return UserError(f"the loss became NaN/inf at round {rnd} (step {self.state['step']}) with finite features: "
+                         f"training diverged; lower optim.lr (now {self.cfg['optim']['lr']})")
 
     def _setup_ddp(self) -> None:
         """Wrap the trainable modules in DDP, once every rank has loaded the same state."""
         dist_utils.barrier()  # no rank starts a round (nor rank 0 rewrites state.pt) before all have resumed
         self._gather_group = dist_utils.new_group()
         # parameters a step's loss does not reach must be declared, or DDP waits for their gradients
-        all_used = self.uses_fvm and self.cfg["loss"]["fvc"] == "infonce"
+        all_used = self.uses_fvm and LOSSES[self.cfg["loss"]["fvc"]].uses_logit_scale
         self._ddp = torch.nn.parallel.DistributedDataParallel(
             _StepModule(self.model, self.extra, self._forward_sharded),
             broadcast_buffers=False, find_unused_parameters=not all_used,
@@ -184,20 +289,42 @@ class Trainer:
     def state_path(self) -> Path:
         return self.run / "state.pt"
 
-    def _resume(self) -> None:
+    def _check_same_config(self, allow_change: bool, resumed_round: int) -> None:
+        """Resume only with the config the run was started with (RUN/config.json), unless allowed."""
+        path = self.run / "config.json"
+        if not path.is_file():
+            raise UserError(f"{self.run} holds state.pt but no config.json, so what it was trained with is unknown; "
+                            "use a new --out folder")
+        saved = _read_json(path)
+        diff = [d for d in config_differences(saved, self.cfg) if d.split(":")[0] not in _STOP_KEYS]
+        if not diff:
+            if self.main and saved != self.cfg:  # only where it stops changed: record the new end
+                atomic_write_json(path, self.cfg)
+            return
+        listed = "; ".join(diff[:12]) + (f"; and {len(diff) - 12} more" if len(diff) > 12 else "")
+        if not allow_change:
+            raise UserError(f"{self.run} was started with another config ({listed}); resume with the same config, "
+                            "use a new --out folder, or pass --allow-config-change")
+        warnings.warn(f"resuming {self.run} with a changed config: {listed}", stacklevel=3)
+        if self.main:
+            with open(self.run / "config_changes.jsonl", "a") as fh:  # what changed, and from which round
+                fh.write(json.dumps({"round": resumed_round, "changes": diff}) + "\n")
+            atomic_write_json(path, self.cfg)
+
+    def _resume(self, allow_config_change: bool = False) -> None:
         """Load state.pt if there is one (every rank loads the same file); only rank 0 touches the log."""
         if not self.state_path.is_file():
             if self.main:
                 (self.run / "metrics.jsonl").unlink(missing_ok=True)
-                (self.run / "config.json").write_text(json.dumps(self.cfg, indent=2))
+                atomic_write_json(self.run / "config.json", self.cfg)
             return
         saved = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        self._check_same_config(allow_config_change, saved["state"]["round"])  # before a differing model is loaded
         self.model.load_state_dict(saved["model"])
         self.extra.load_state_dict(saved["extra"])
         self.optim.load_state_dict(saved["optim"])
         self.schedule.load_state_dict(saved["schedule"])
-        if self.objective == "wen2021":
-            self.reweighter.load_state_dict(saved["reweighter"])
+        self.parts.load_state_dict(saved.get("objective", {}))
         self.state = saved["state"]
         # drop log lines of a round that was cut off
         log = self.run / "metrics.jsonl"
@@ -217,21 +344,19 @@ class Trainer:
             "extra": self.extra.state_dict(),
             "optim": self.optim.state_dict(),
             "schedule": self.schedule.state_dict(),
+            "objective": self.parts.state_dict(),
             "state": self.state,
         }
-        if self.objective == "wen2021":
-            saved["reweighter"] = self.reweighter.state_dict()
         atomic_torch_save(saved, self.state_path)
 
     # -- labels ----------------------------------------------------------------
     def round_labels(self, rnd: int) -> tuple[np.ndarray, dict[str, Any]]:
         """Labels of the training videos for this round, and clustering statistics."""
-        if self.objective not in UNSUPERVISED:
+        if self.objective.supervised:
             return self.identity, {"clusters": int(self.identity.max()) + 1}
         self.model.eval()
-        idx = self.index
-        space = self.cfg["clustering"].get("space", "learned")
-        if space == "input":  # the frozen encoders' features, as the pseudo-labels of round 0 see them
+        idx, c = self.index, self.cfg["clustering"]
+        if c["space"] == "input":  # the frozen encoders' features, as the pseudo-labels of round 0 see them
             v_emb = np.asarray(self.voice.globals(idx.voice_video_items), dtype=np.float32)
             f_emb = np.asarray(self.face.globals(idx.face_video_items), dtype=np.float32)
         else:
@@ -239,7 +364,7 @@ class Trainer:
             f_emb = embed_items(self.model, self.face, idx.face_video_items, "face").cpu().numpy()
         keys, pooled = dual_modality_pooling(v_emb, idx.voice_video, f_emb, idx.face_video)
         k = self.schedule.current()
-        result = kmeans(pooled, k, niter=self.cfg["clustering"].get("niter", 20), seed=self.cfg["seed"] * 1000 + rnd)
+        result = kmeans(pooled, k, niter=c["niter"], seed=self.cfg["seed"] * 1000 + rnd)
         labels = np.full(len(idx), -1, dtype=np.int64)
         labels[np.asarray(keys, dtype=np.int64)] = result.labels
         stats: dict[str, Any] = {"clusters": int(k)}
@@ -255,56 +380,33 @@ class Trainer:
 
     @property
     def uses_fvm(self) -> bool:
-        """Whether a step also trains the match head (FVM) on top of the contrastive loss."""
-        return bool(self.cfg["loss"].get("fvm")) and self.objective not in ("sl", "wen2021")
+        """Whether the match head is trained (FVM) -- and so whether fusion scores validation.
 
-    def step(self, batch, gen: torch.Generator, rnd: int) -> dict[str, float]:
+        The objective's row says whether it can be (``trains_fvm``); ``loss.fvm``
+        (resolved from that row unless set) turns it off for the ablation.
+        """
+        return self.objective.trains_fvm and bool(self.cfg["loss"]["fvm"])
+
+    def step(self, batch: PairBatch, gen: torch.Generator, rnd: int) -> dict[str, float]:
+        """One optimiser step on ``batch``; the logged values (whole-step values, or this rank's shares under DDP)."""
         if self._ddp is not None:
-            return self._step_sharded(batch, gen, rnd)
-        model, loss_cfg = self.model, self.cfg["loss"]
-        vg = self._to_device(self.voice.globals(batch.voice_items))
-        fg = self._to_device(self.face.globals(batch.face_items))
-        labels = torch.from_numpy(batch.labels).to(self.device)
-        v_emb, f_emb = model.embed_voice(vg), model.embed_face(fg)
-        loss, out = self._batch_loss(v_emb, f_emb, labels, rnd)
-        if self.uses_fvm:
-            fvm = self._fvm(batch, v_emb, f_emb, labels, gen)
-            loss = loss + loss_cfg["fvm_weight"] * fvm
-            out["fvm"] = float(fvm.detach())
+            loss, out = self._ddp(batch, gen, rnd)
+        else:
+            loss, out = self._forward_sharded(batch, gen, rnd)
+        if not torch.isfinite(loss):
+            raise self._nonfinite_loss(batch, rnd)
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
         self.optim.step()
-        out["loss"] = float(loss.detach())
         return out
 
     def _batch_loss(
         self, v_emb: torch.Tensor, f_emb: torch.Tensor, labels: torch.Tensor, rnd: int
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The objective's batch-global loss (FVC or Wen's) on the whole batch's embeddings."""
-        model, loss_cfg = self.model, self.cfg["loss"]
-        out: dict[str, float] = {}
-        if self.objective == "wen2021":
-            weights = None
-            if rnd >= loss_cfg["reweight_start_round"]:
-                weights = self.reweighter.weights().to(self.device)
-            loss = wen_two_level_loss(
-                v_emb, f_emb, labels, torch.nn.functional.normalize(self.extra["classifier"], dim=1),
-                sample_weight=weights, local_weight=loss_cfg["wen_local_weight"], scale=loss_cfg["wen_scale"],
-            )
-            with torch.no_grad():
-                w = torch.nn.functional.normalize(self.extra["classifier"], dim=1)
-                ce = lambda e: torch.nn.functional.cross_entropy(loss_cfg["wen_scale"] * e @ w.T, labels, reduction="none")
-                self.reweighter.update(labels.cpu(), ((ce(v_emb) + ce(f_emb)) / 2).cpu())
-            out["wen"] = float(loss.detach())
-        elif loss_cfg["fvc"] == "multi_similarity":
-            loss = fvc_multi_similarity(
-                v_emb, f_emb, labels, loss_cfg["ms_alpha"], loss_cfg["ms_beta"], loss_cfg["ms_base"]
-            )
-            out["fvc"] = float(loss.detach())
-        else:
-            loss = fvc_infonce(v_emb, f_emb, labels, model.logit_scale)
-            out["fvc"] = float(loss.detach())
-        return loss, out
+        """The objective's batch-global loss (its row's, or the one ``loss.fvc`` picks) on the whole batch."""
+        spec = LOSSES[self.cfg["loss"]["fvc"]]
+        loss = spec.fn(v_emb, f_emb, labels, LossInput(self.model, self.cfg["loss"], self.extra, self.parts, rnd))
+        return loss, {spec.log: float(loss.detach())}
 
     def _hard_negatives(self, v_emb, f_emb, labels, gen) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(a negative face per voice, its validity, a negative voice per face, its validity)."""
@@ -318,68 +420,48 @@ class Trainer:
             neg_v, ok_v = sample_hard_negatives(sim.T, labels, gen)
         return neg_f, ok_f, neg_v, ok_v
 
-    def _fvm(self, batch, v_emb, f_emb, labels, gen) -> torch.Tensor:
-        model, mc = self.model, self.model.config
-        neg_f, ok_f, neg_v, ok_v = self._hard_negatives(v_emb, f_emb, labels, gen)
-        vt, vm = item_tokens(self.voice, batch.voice_items, mc.voice_token_dim > 0, self.device)
-        ft, _ = item_tokens(self.face, batch.face_items, mc.face_token_dim > 0, self.device)
-
-        # voices: their positive face, a hard negative face; faces: a hard negative voice.
-        # Tokens stay one per batch item; the encoder projects them once and gathers rows.
-        rows_v = torch.cat([torch.arange(len(labels)), torch.nonzero(ok_f).squeeze(1), neg_v[ok_v]]).to(self.device)
-        rows_f = torch.cat([torch.arange(len(labels)), neg_f[ok_f], torch.nonzero(ok_v).squeeze(1)]).to(self.device)
-        logits = model.match(
-            None, None, vt, ft, vm, voice_emb=v_emb[rows_v], face_emb=f_emb[rows_f],
-            voice_rows=rows_v if vt is not None else None, face_rows=rows_f if ft is not None else None,
-        ).logits
-        n = len(labels)
-        return fvm_loss(logits[:n], logits[n:])
-
-    # -- one step, distributed ---------------------------------------------------
-    def _step_sharded(self, batch: PairBatch, gen: torch.Generator, rnd: int) -> dict[str, float]:
-        """One DDP step; the returned values are this rank's *shares* (they sum over ranks to the step's)."""
-        assert self._ddp is not None
-        loss, out = self._ddp(batch, gen, rnd)
-        self.optim.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optim.step()
-        return out
-
     def _forward_sharded(self, batch: PairBatch, gen: torch.Generator, rnd: int) -> tuple[torch.Tensor, dict[str, float]]:
-        """This rank's loss to back-propagate, ``G + W * M_r`` (see ``training/distributed.py``).
+        """This rank's loss to back-propagate, ``G + W * M_r`` (see ``training/distributed.py``), and its logged shares.
 
         ``batch`` is the global batch (every rank drew the same one); the rank
         embeds its rows ``self.shard`` and gathers the others' with gradient,
         so ``G``, the objective's batch-global loss, is computed on the whole
-        batch on every rank.
+        batch on every rank. In one process the shard is the whole batch,
+        ``W = 1`` and this is the plain step's loss.
         """
-        w, (lo, hi), model = self.world, self.shard, self.model
+        w, (lo, hi), model = self.world, self._rows(batch), self.model
         vg = self._to_device(self.voice.globals(batch.voice_items[lo:hi]))
         fg = self._to_device(self.face.globals(batch.face_items[lo:hi]))
-        v_emb = dist_utils.all_gather_cat(model.embed_voice(vg), self._gather_group)
-        f_emb = dist_utils.all_gather_cat(model.embed_face(fg), self._gather_group)
+        v_emb, f_emb = model.embed_voice(vg), model.embed_face(fg)
+        if w > 1:
+            v_emb = dist_utils.all_gather_cat(v_emb, self._gather_group)
+            f_emb = dist_utils.all_gather_cat(f_emb, self._gather_group)
         labels = torch.from_numpy(batch.labels).to(self.device)
         loss, out = self._batch_loss(v_emb, f_emb, labels, rnd)
         out = {k: v / w for k, v in out.items()}
-        out["loss"] = float(loss.detach()) / w
         if self.uses_fvm:
-            share = self._fvm_share(batch, v_emb, f_emb, labels, gen)
-            weight = self.cfg["loss"]["fvm_weight"]
+            share = self._fvm(batch, v_emb, f_emb, labels, gen)
             out["fvm"] = float(share.detach())
-            out["loss"] += weight * out["fvm"]
-            loss = loss + (w * weight) * share
+            loss = loss + (w * self.cfg["loss"]["fvm_weight"]) * share
+        out["loss"] = float(loss.detach()) / w  # G / W + weight * M_r: the ranks' values add up to the step's
         return loss, out
 
-    def _fvm_share(self, batch: PairBatch, v_emb, f_emb, labels, gen) -> torch.Tensor:
+    def _rows(self, batch: PairBatch) -> tuple[int, int]:
+        """The rows of ``batch`` this rank embeds and anchors FVM pairs on (all of them in one process)."""
+        return self.shard if self.world > 1 else (0, len(batch.labels))
+
+    def _fvm(self, batch: PairBatch, v_emb, f_emb, labels, gen) -> torch.Tensor:
         """This rank's part of the FVM loss: its pairs' cross-entropy sum over the global pair count.
 
-        Every rank draws the same hard negatives from the global similarity
-        matrix with the same generator, so every rank knows every pair; it
-        scores those anchored on its slice (its positives, a negative face for
-        each of its voices, a negative voice for each of its faces). The
-        shares sum over ranks to the single-process mean.
+        The pairs of a step: each voice with its positive face, each voice with
+        a hard negative face, each face with a hard negative voice. Every rank
+        draws the same hard negatives from the global similarity matrix with
+        the same generator, so every rank knows every pair; it scores those
+        anchored on its rows (all rows in one process, where the share is the
+        mean over all pairs). Tokens are loaded once per distinct item the rank
+        touches and the encoder gathers them per pair.
         """
-        model, mc, (lo, hi) = self.model, self.model.config, self.shard
+        model, mc, (lo, hi) = self.model, self.model.config, self._rows(batch)
         neg_f, ok_f, neg_v, ok_v = self._hard_negatives(v_emb, f_emb, labels, gen)
         n = len(labels)
         total = n + int(ok_f.sum()) + int(ok_v.sum())
@@ -390,7 +472,6 @@ class Trainer:
         faces_with_neg = torch.nonzero(ok_v & mine).squeeze(1)
         rows_v = torch.cat([own, voices_with_neg, neg_v[faces_with_neg]])
         rows_f = torch.cat([own, neg_f[voices_with_neg], faces_with_neg])
-        # tokens once per distinct item this rank touches; the encoder gathers them per pair
         uv, inv_v = torch.unique(rows_v, return_inverse=True)
         uf, inv_f = torch.unique(rows_f, return_inverse=True)
         vt, vm = item_tokens(self.voice, batch.voice_items[uv.numpy()], mc.voice_token_dim > 0, self.device)
@@ -406,19 +487,20 @@ class Trainer:
 
     # -- validation ------------------------------------------------------------
     def validate(self) -> dict[str, float]:
+        """Validation AUCs: cosine always, and the configured scoring when the match head is trained."""
         vs, fs, labels = self.val
         out = {}
-        scorings = {"cosine"} | ({self.cfg["validation"]["scoring"]} if self.model_uses_fusion else set())
+        scorings = {"cosine"} | ({self.cfg["validation"]["scoring"]} if self.uses_fvm else set())
         for s in sorted(scorings):
-            out[f"val_auc_{s}"] = float(verification_auc(score_pairs(self.model, self.voice, self.face, vs, fs, s), labels))
-        key = self.cfg["validation"]["scoring"] if self.model_uses_fusion else "cosine"
+            scores = score_pairs(self.model, self.voice, self.face, vs, fs, s)
+            if not np.isfinite(scores).all():
+                found = self._find_nonfinite({"voice": vs, "face": fs}, tokens=s != "cosine")
+                raise UserError(found or f"validation scores ({s}) are NaN/inf with finite features: training "
+                                f"diverged; lower optim.lr (now {self.cfg['optim']['lr']})")
+            out[f"val_auc_{s}"] = float(verification_auc(scores, labels))
+        key = self.cfg["validation"]["scoring"] if self.uses_fvm else "cosine"
         out["val_auc"] = out[f"val_auc_{key}"]
         return out
-
-    @property
-    def model_uses_fusion(self) -> bool:
-        return bool(self.cfg["loss"].get("fvm")) and self.objective in ("faa", "faa_supervised")
-
     # -- the loop --------------------------------------------------------------
     def train(self) -> dict[str, Any]:
         cfg, sched = self.cfg, self.cfg["schedule"]
@@ -451,7 +533,7 @@ class Trainer:
                     self._save_best(val)
             else:
                 self.state["bad_rounds"] += 1
-            if self.objective in UNSUPERVISED:
+            if not self.objective.supervised:
                 self.schedule.step(val["val_auc"])
             record = {
                 "round": rnd, "step": self.state["step"], **stats,
@@ -490,31 +572,29 @@ class Trainer:
         return summary
 
     def _save_best(self, val: dict[str, float]) -> None:
-        meta = {}
-        meta_path = self.data_dir / "world.json"
-        if meta_path.is_file():
-            meta = json.loads(meta_path.read_text())
+        source = self.store_source
+        # synthetic: a generated world (world.json, truth/), a store its generator marks synthetic, or features of
+        # random encoder weights (they teach nothing about people): the card must warn
+        random_features = bool(source.get("random_weights"))
+        synthetic = (bool(self.world_meta) or (self.data_dir / "truth").is_dir() or source.get("synthetic") is True
+                     or random_features)
         trained_on = {
             "data": str(self.data_dir),
-            "synthetic": bool(meta) or (self.data_dir / "truth").is_dir(),
-            "objective": self.objective,
+            "synthetic": synthetic,
+            "objective": self.objective.name,
             "train_videos": len(self.index),
             "round": self.state["round"],
             "step": self.state["step"],
             "config": self.cfg,
         }
-        if meta:
-            trained_on["world"] = {k: meta[k] for k in ("preset", "seed") if k in meta}
-        store_meta = self.data_dir / "store.json"
-        if store_meta.is_file():  # an extracted store says which encoder weights made its features
-            source = json.loads(store_meta.read_text()).get("source") or {}
-            if source.get("random_weights"):
-                # features of random encoders teach nothing about people: the card must warn like synthetic data
-                trained_on.update(synthetic=True, random_encoder_features=True)
-            if source.get("weights"):
-                trained_on["feature_weights"] = source["weights"]
+        if self.world_meta:
+            trained_on["world"] = {k: self.world_meta[k] for k in ("preset", "seed") if k in self.world_meta}
+        if random_features:
+            trained_on["random_encoder_features"] = True
+        if source.get("weights"):  # an extracted store says which encoder weights made its features
+            trained_on["feature_weights"] = source["weights"]
         save_checkpoint(
             self.run / "best", self.model, trained_on=trained_on,
             evaluation={"validation": val},
-            encoders=default_encoders(self.model.config),
+            encoders=card_encoders(self.model.config, source),
         )
