@@ -9,7 +9,18 @@ whose true identities are known.
 
 faiss is used for k-means when it can be imported (as SL does); otherwise a
 numpy implementation of Lloyd's algorithm with k-means++ initialisation takes
-over, so the package keeps working without faiss.
+over, so the package keeps working without faiss. With ``backend="auto"``:
+
+* a GPU faiss build with a visible GPU clusters on the GPU (exact k-means);
+* otherwise inputs of at least ``FAST_MIN_POINTS`` points (VoxCeleb2-scale
+  rounds: 100k videos, 704-d, 15k clusters took 120 s per round exactly) take
+  the fast CPU path: PCA to ``FAST_DIM`` dims, centroids fitted on a seeded
+  sample of ``FAST_POINTS_PER_CENTROID`` points per cluster, every point then
+  assigned (centroids and inertia reported in the input space);
+* smaller inputs (every synthetic world and test) stay on the exact path.
+
+Cluster quality of the fast path against the exact one is measured in
+``benchmarks/train_throughput.py`` (purity and NMI against true identities).
 """
 
 from __future__ import annotations
@@ -41,9 +52,16 @@ __all__ = [
     "cluster_purity",
     "nmi",
     "HAVE_FAISS",
+    "gpu_available",
+    "choose_backend",
 ]
 
 HAVE_FAISS: bool = _HAVE_FAISS
+
+FAST_MIN_POINTS = 50_000  # auto: fewer points than this stay on the exact path
+FAST_DIM = 64  # fast path: PCA dims
+FAST_POINTS_PER_CENTROID = 3  # fast path: points per cluster in the sample the centroids are fitted on
+BACKENDS = ("auto", "faiss", "numpy", "faiss-gpu", "fast")
 
 _EPS = 1e-12
 
@@ -302,7 +320,7 @@ def _kmeans_numpy(
     )
 
 
-def _kmeans_faiss(x: np.ndarray, k: int, niter: int, seed: int, spherical: bool) -> KMeansResult:
+def _kmeans_faiss(x: np.ndarray, k: int, niter: int, seed: int, spherical: bool, gpu: bool = False) -> KMeansResult:
     """faiss k-means, as SL clusters its pooled vectors (1000 centroids, 20 iterations).
 
     ``min_points_per_centroid=1`` silences faiss's "please provide at least
@@ -310,6 +328,7 @@ def _kmeans_faiss(x: np.ndarray, k: int, niter: int, seed: int, spherical: bool)
     1000 clusters); ``max_points_per_centroid=n`` stops faiss from training on
     a random subsample (its default caps at 256 points per centroid), so every
     video shapes the centroids and the result does not depend on subsampling.
+    ``gpu`` trains and searches on every visible GPU (a faiss-gpu build).
     """
     n, d = x.shape
     km = faiss.Kmeans(
@@ -321,6 +340,7 @@ def _kmeans_faiss(x: np.ndarray, k: int, niter: int, seed: int, spherical: bool)
         min_points_per_centroid=1,
         max_points_per_centroid=max(n, 1),
         verbose=False,
+        **({"gpu": True} if gpu else {}),
     )
     km.train(x)
     centroids = np.ascontiguousarray(km.centroids, dtype=np.float32).reshape(k, d)
@@ -333,6 +353,91 @@ def _kmeans_faiss(x: np.ndarray, k: int, niter: int, seed: int, spherical: bool)
     else:
         dist = scores[:, 0].astype(np.float64)
     return KMeansResult(labels=labels, centroids=centroids, inertia=float(np.maximum(dist, 0.0).sum()))
+
+
+def gpu_available() -> bool:
+    """Whether faiss was built with GPU support and sees at least one GPU (faiss-gpu may not be installed)."""
+    if not _HAVE_FAISS or not hasattr(faiss, "StandardGpuResources"):
+        return False
+    try:
+        return int(faiss.get_num_gpus()) > 0
+    except Exception:  # pragma: no cover - a broken CUDA install
+        return False
+
+
+def choose_backend(n_points: int, dim: int, spherical: bool = False, backend: str = "auto") -> str:
+    """The k-means implementation ``kmeans`` uses for an input of that size.
+
+    Why: one place decides, so the trainer and the benchmark report the same
+    thing. "auto" = faiss on the GPU when present; else the fast CPU path for
+    large non-spherical inputs (at least FAST_MIN_POINTS points); else exact
+    faiss (numpy without faiss).
+    """
+    if backend not in BACKENDS:
+        raise InputError(f"backend must be one of {BACKENDS}; got {backend!r}")
+    if backend != "auto":
+        return backend
+    if gpu_available():
+        return "faiss-gpu"
+    if n_points >= FAST_MIN_POINTS and not spherical:
+        return "fast"
+    return "faiss" if _HAVE_FAISS else "numpy"
+
+
+def _pca(x: np.ndarray, dim: int, rng: np.random.Generator, max_fit: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (d,) and top-``dim`` principal directions (d, dim) of x, fitted on a seeded sample."""
+    from scipy.linalg import eigh
+
+    fit = x if x.shape[0] <= max_fit else x[np.sort(rng.choice(x.shape[0], max_fit, replace=False))]
+    mean = fit.mean(0, dtype=np.float64).astype(np.float32)
+    xc = fit - mean
+    d = x.shape[1]
+    _, vecs = eigh((xc.T @ xc).astype(np.float64), subset_by_index=[d - dim, d - 1])  # ascending: the top dim
+    return mean, np.ascontiguousarray(vecs[:, ::-1], dtype=np.float32)
+
+
+def _nearest(x: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Label of the nearest centroid (L2) of every row of x."""
+    if _HAVE_FAISS:
+        index = faiss.IndexFlatL2(c.shape[1])
+        index.add(np.ascontiguousarray(c, dtype=np.float32))
+        return index.search(np.ascontiguousarray(x, dtype=np.float32), 1)[1][:, 0].astype(np.int64)
+    return _assign(x.astype(np.float64), c.astype(np.float64), False)[0]
+
+
+def _kmeans_fast(x: np.ndarray, k: int, niter: int, seed: int, dim: int = FAST_DIM,
+                 points_per_centroid: int = FAST_POINTS_PER_CENTROID) -> KMeansResult:
+    """Approximate L2 k-means: PCA to ``dim`` dims, centroids fitted on a sample, every point assigned.
+
+    Why: a Lloyd iteration costs points x clusters x dims (100k x 15k x 704:
+    120 s per round on the CPU); this cuts dims (704 -> 64) and the points of
+    the fit (to ``points_per_centroid`` per cluster) together. Returned
+    centroids are the input-space means of each cluster's points (a cluster
+    that gets no point keeps its back-projected centroid) and the inertia is
+    measured in the input space, as on the exact path. It loses little where
+    the cluster structure lies in the leading principal directions (measured
+    on a synthetic world in benchmarks/train_throughput.py) and more where it
+    is spread evenly over all dims.
+    """
+    n, d = x.shape
+    rng = np.random.default_rng(seed)
+    dim = min(int(dim), d)
+    mean, basis = _pca(x, dim, rng)
+    z = np.ascontiguousarray((x - mean) @ basis, dtype=np.float32)
+    m = min(n, max(k, int(points_per_centroid) * k))
+    sample = z if m == n else np.ascontiguousarray(z[np.sort(rng.choice(n, m, replace=False))])
+    if _HAVE_FAISS:
+        fit = _kmeans_faiss(sample, k, niter, seed, False)
+    else:
+        fit = _kmeans_numpy(sample, k, niter=niter, seed=seed)
+    labels = _nearest(z, fit.centroids)
+    counts = np.bincount(labels, minlength=k)
+    centroids = fit.centroids.astype(np.float64) @ basis.T.astype(np.float64) + mean
+    full = counts > 0
+    centroids[full] = _group_means(x, labels, k)[full]
+    diff = x.astype(np.float64) - centroids[labels]
+    return KMeansResult(labels=labels, centroids=np.ascontiguousarray(centroids, dtype=np.float32),
+                        inertia=float(np.einsum("ij,ij->", diff, diff)))
 
 
 def kmeans(
@@ -357,16 +462,27 @@ def kmeans(
         seed: seed of the initialisation (faiss ``seed=`` / numpy generator).
         spherical: normalise centroids and assign by inner product (for
             unit-norm points such as the pooled vectors).
-        backend: "auto" (faiss when importable, else numpy), "faiss" or "numpy".
+        backend: "auto" (see :func:`choose_backend`), "faiss" (exact, CPU),
+            "numpy" (exact), "faiss-gpu" (exact, on the GPU) or "fast"
+            (PCA + sampled fit, L2 only).
     """
-    if backend not in ("auto", "faiss", "numpy"):
-        raise InputError(f"backend must be 'auto', 'faiss' or 'numpy'; got {backend!r}")
-    if backend == "faiss" and not _HAVE_FAISS:
-        raise InputError("backend='faiss' was asked for but faiss cannot be imported")
-    if backend == "numpy" or not _HAVE_FAISS:
+    if backend not in BACKENDS:
+        raise InputError(f"backend must be one of {BACKENDS}; got {backend!r}")
+    if backend in ("faiss", "faiss-gpu") and not _HAVE_FAISS:
+        raise InputError(f"backend={backend!r} was asked for but faiss cannot be imported")
+    if backend == "faiss-gpu" and not gpu_available():
+        raise InputError("backend='faiss-gpu' was asked for but faiss has no GPU support here or sees no GPU; use 'auto'")
+    if backend == "fast" and spherical:
+        raise InputError("the fast k-means path is L2 only; use spherical=False or an exact backend")
+    arr = _as_numpy(x)
+    shape = arr.shape if arr.ndim == 2 else (0, 0)
+    chosen = choose_backend(shape[0], shape[1], spherical, backend)
+    if chosen == "numpy":
         return _kmeans_numpy(x, k, niter=niter, seed=seed, spherical=spherical)
     xf = _check_kmeans_args(x, k, niter)
-    return _kmeans_faiss(xf, int(k), int(niter), int(seed), bool(spherical))
+    if chosen == "fast":
+        return _kmeans_fast(xf, int(k), int(niter), int(seed))
+    return _kmeans_faiss(xf, int(k), int(niter), int(seed), bool(spherical), gpu=chosen == "faiss-gpu")
 
 
 # ---------------------------------------------------------------------------

@@ -335,3 +335,69 @@ def test_auto_backend_falls_back_without_faiss(monkeypatch: pytest.MonkeyPatch) 
     assert cluster_purity(res.labels, y) == 1.0
     with pytest.raises(ValueError):
         kmeans(x, 3, backend="faiss")
+
+
+# ---------------------------------------------------------------------------
+# backend choice, GPU detection, fast CPU path
+# ---------------------------------------------------------------------------
+
+
+def _low_rank_identities(n_ids: int = 300, per: int = 10, d: int = 128, rank: int = 12, seed: int = 0):
+    """Identity centres in a rank-``rank`` subspace of R^d plus isotropic noise (like pooled features)."""
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(rng.normal(size=(d, rank)))[0]
+    centres = rng.normal(size=(n_ids, rank)) @ basis.T
+    y = np.repeat(np.arange(n_ids), per)
+    x = centres[y] + 0.5 * rng.normal(size=(y.size, rank)) @ basis.T + 0.05 * rng.normal(size=(y.size, d))
+    return x.astype(np.float32), y
+
+
+def test_choose_backend() -> None:
+    exact = "faiss" if cl.HAVE_FAISS else "numpy"
+    gpu = cl.gpu_available()
+    assert cl.choose_backend(3_200, 704) == ("faiss-gpu" if gpu else exact)  # a small world: exact, as before
+    assert cl.choose_backend(100_000, 704) == ("faiss-gpu" if gpu else "fast")
+    if not gpu:
+        assert cl.choose_backend(cl.FAST_MIN_POINTS - 1, 704) == exact
+        assert cl.choose_backend(100_000, 704, spherical=True) == exact  # the fast path is L2 only
+    assert cl.choose_backend(10, 4, backend="numpy") == "numpy"
+    with pytest.raises(ValueError, match="backend must be one of"):
+        cl.choose_backend(10, 4, backend="cuda")
+
+
+@pytest.mark.skipif(not cl.HAVE_FAISS, reason="faiss not installed")
+def test_small_inputs_stay_exact() -> None:
+    x, _ = _low_rank_identities(n_ids=100, per=5)
+    a, b = kmeans(x, 80, seed=2), kmeans(x, 80, seed=2, backend="faiss")
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert a.inertia == b.inertia
+
+
+def test_gpu_backend_refused_without_a_gpu() -> None:
+    if cl.gpu_available():
+        pytest.skip("a GPU is visible")
+    with pytest.raises(ValueError, match="no GPU support|cannot be imported"):
+        kmeans(np.ones((4, 2), dtype=np.float32), 2, backend="faiss-gpu")
+
+
+@pytest.mark.parametrize("with_faiss", [True, False] if cl.HAVE_FAISS else [False])
+def test_fast_path_loses_little_on_low_rank_structure(with_faiss: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forced on a small input: PCA + sampled fit against exact k-means, purity/NMI against the truth."""
+    if not with_faiss:
+        monkeypatch.setattr(cl, "_HAVE_FAISS", False)
+    x, y = _low_rank_identities()
+    k = 450  # 1.5 clusters per identity, as FAA's start fraction gives at 20 videos per person
+    exact = kmeans(x, k, seed=0, backend="faiss" if with_faiss else "numpy")
+    fast = kmeans(x, k, seed=0, backend="fast")
+    assert fast.centroids.shape == (k, 128) and fast.labels.shape == (3000,)
+    ref = ((x.astype(np.float64) - fast.centroids[fast.labels]) ** 2).sum()
+    assert fast.inertia == pytest.approx(float(ref), rel=1e-4)  # in the input space
+    pe, pf = cluster_purity(exact.labels, y), cluster_purity(fast.labels, y)
+    ne, nf = nmi(exact.labels, y), nmi(fast.labels, y)
+    measured = {True: (0.8347, 0.7717, 0.9076, 0.8837), False: (0.8183, 0.79, 0.9049, 0.8923)}[with_faiss]
+    assert (round(pe, 4), round(pf, 4), round(ne, 4), round(nf, 4)) == measured
+    assert pf > pe - 0.07 and nf > ne - 0.03  # the price of fitting on 3 points per cluster in 64 dims
+    again = kmeans(x, k, seed=0, backend="fast")
+    np.testing.assert_array_equal(again.labels, fast.labels)
+    with pytest.raises(ValueError, match="L2 only"):
+        kmeans(x, k, spherical=True, backend="fast")

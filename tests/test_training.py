@@ -119,6 +119,10 @@ def test_evaluate_report_and_dumps(tiny_world, tmp_path):
     assert npz["scores"].shape == (len(npz["query_identities"]), len(npz["gallery_identities"]))
     # the oracle is the ceiling: far above chance on verification
     assert report["oracle"]["lists"]["verify_v2f_test"]["value"] > 0.8
+    # beside it the reachable ceiling: ridge probes of the true traits from the features, below the oracle
+    for kind in ("probe_global", "probe_tokens"):
+        assert set(report[kind]["lists"]) == set(lists)
+        assert 0.5 < report[kind]["lists"]["verify_v2f_test"]["value"] < report["oracle"]["lists"]["verify_v2f_test"]["value"]
 
 
 def test_publish_puts_the_test_evaluation_and_notes_in_the_card(tiny_world, tmp_path):

@@ -290,16 +290,22 @@ class ModelScorer:
         return out
 
 
-def oracle_scorer(data_dir: Path, voice, face):
-    """The synthetic world's oracle as pair scorer and retrieval matrix (None on real data)."""
+def oracle_scorer(data_dir: Path, voice, face, kind: str = "oracle"):
+    """The synthetic world's oracle (or ``kind`` "probe_global" / "probe_tokens", its reachable
+    ceiling from training.synth.probe) as pair scorer and retrieval matrix (None on real data)."""
     if not (data_dir / "truth").is_dir():
         return None
     from training.synth import load_world, oracle_scores
+    from training.synth.probe import get_probe
 
     world = load_world(data_dir)
+    if kind == "oracle":
+        score = lambda v_ids, f_ids, matrix=False: oracle_scores(world, v_ids, f_ids, matrix=matrix)  # noqa: E731
+    else:
+        score = get_probe(world, kind.removeprefix("probe_")).scores  # fitted now: ValueError if it cannot be
 
     def pairs(v, f):
-        return oracle_scores(world, voice.ids[v], face.ids[f])
+        return score(voice.ids[v], face.ids[f])
 
     last: dict[tuple[bytes, bytes], np.ndarray] = {}
 
@@ -308,7 +314,7 @@ def oracle_scorer(data_dir: Path, voice, face):
         key = (np.asarray(v).tobytes(), np.asarray(f).tobytes())
         if key not in last:
             last.clear()
-            last[key] = oracle_scores(world, voice.ids[v], face.ids[f], matrix=True)
+            last[key] = score(voice.ids[v], face.ids[f], matrix=True)
         return last[key]
 
     return pairs, retrieval
@@ -395,6 +401,14 @@ def evaluate(
         if log is not None:
             log("oracle:")
         report["oracle"] = {"lists": evaluate_protocol(proto, voice, face, oracle[0], oracle[1], log=log)}
+        for kind in ("probe_global", "probe_tokens"):  # the reachable ceiling beside the oracle
+            try:
+                probe = oracle_scorer(data_dir, voice, face, kind)
+            except ValueError:  # e.g. a world without tokens
+                continue
+            if log is not None:
+                log(f"{kind}:")
+            report[kind] = {"lists": evaluate_protocol(proto, voice, face, probe[0], probe[1], log=log)}
     report["seconds"] = round(time.perf_counter() - t0, 2)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     write_markdown(report, out / "report.md")
