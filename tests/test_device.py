@@ -106,7 +106,7 @@ def test_train_passes_its_device_to_the_process_group(monkeypatch, gpus, tmp_pat
     class Stop(Exception):
         pass
 
-    def fake_trainer(cfg, data, out, progress=True, device="cpu"):
+    def fake_trainer(cfg, data, out, progress=True, device="cpu", **_):
         seen["trainer_device"] = torch.device(device)
         raise Stop
 
