@@ -33,7 +33,7 @@ training steps, then test on people the model never saw (validation).
 
 PROJECTION_TEXT = """\
 **The shared space before and after alignment** (2-D PCA of the test people's voice ● and face ▲
-embeddings). Before training the two modalities sit apart and no colour groups. After *align*
+embeddings). Before training the two modalities sit apart and the colours hardly group. After *align*
 (the contrastive loss FVC pulls a voice towards faces with the same pseudo-label), voices and faces
 mix, and points of the same **gender-like trait** (right) separate: it is the strongest trait both
 modalities carry. Individual people (left) stay mixed: their private traits (the face-only and

@@ -120,6 +120,71 @@ def test_upload_match_and_see_results(server, speech_wav, face_image_path, group
     assert screenshot_path.is_file() and screenshot_path.stat().st_size > 10_000
 
 
+@pytest.fixture(scope="module")
+def learn_server(small_checkpoint, face_encoder, voice_encoder, random_weights, tmp_path_factory):
+    """The page with its Learn tab training into a temporary folder."""
+    import training.learn.runner as runner_module
+    from training.learn import LearnRunner
+
+    saved = runner_module._DEFAULT
+    runner_module._DEFAULT = LearnRunner(tmp_path_factory.mktemp("learn"))
+    demo, url = start_app(random_pipeline(small_checkpoint, face_encoder, voice_encoder, random_weights), small_checkpoint)
+    yield url
+    demo.close()
+    runner_module._DEFAULT.stop_all()
+    runner_module._DEFAULT = saved
+
+
+def test_learn_tab_trains_twice_and_shows_the_pictures(learn_server, screenshot_path):
+    """Train FAA, then FAA without diverse positives; every picture appears and the overlay holds both runs."""
+    from playwright.sync_api import sync_playwright
+
+    learn_shot = screenshot_path.with_name("learn_tab_screenshot.png")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=find_chromium(), headless=True,
+            args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page.set_default_timeout(TIMEOUT_MS)
+            # not "networkidle": the page keeps a heartbeat stream open (gr.State of the live microphone)
+            page.goto(learn_server, wait_until="load")
+            page.get_by_role("tab", name="Learn how FAA works").click()
+            page.locator("#faa-learn-run").click()
+            page.locator("#faa-learn-table table").wait_for(timeout=4 * TIMEOUT_MS)
+            first_status = page.locator("#faa-learn-status").inner_text()
+            switches = page.locator("#faa-learn-switches input").first
+            switches.click()
+            switches.fill("diverse positives")
+            switches.press("Enter")
+            page.locator("#faa-learn-run").click()
+            page.wait_for_function(
+                "() => document.querySelector('#faa-learn-status')?.innerText.includes('without diverse positives')"
+                " && document.querySelector('#faa-learn-status')?.innerText.includes('Done')",
+                timeout=4 * TIMEOUT_MS,
+            )
+            for name in ("curves", "projection", "attention", "overlay"):
+                page.locator(f"#faa-learn-{name} img").wait_for()
+            sizes = page.evaluate(
+                "() => ['curves', 'projection', 'attention', 'overlay'].map(n => {"
+                " const i = document.querySelector('#faa-learn-' + n + ' img'); return [i.naturalWidth, i.naturalHeight]; })"
+            )
+            second_status = page.locator("#faa-learn-status").inner_text()
+            table = page.locator("#faa-learn-table").inner_text()
+            page.wait_for_timeout(500)  # let the images paint before the screenshot
+            page.screenshot(path=str(learn_shot), full_page=True)
+        finally:
+            browser.close()
+    print(f"\nscreenshot: {learn_shot}")
+
+    assert "Done" in first_status and "FAA (seed 0, world tiny)" in first_status
+    assert "FAA without diverse positives (seed 0, world tiny)" in second_status
+    assert "verify_v2f_test" in table and "validation AUC" in table
+    assert all(w >= 600 and h >= 300 for w, h in sizes), sizes
+    assert learn_shot.is_file() and learn_shot.stat().st_size > 50_000
+
+
 def test_live_microphone_ranks_while_recording(server, speech_wav, face_image_path, group_image_path):
     """Chromium's fake microphone plays the speech file; the ranking must appear before Stop is pressed."""
     from playwright.sync_api import sync_playwright
