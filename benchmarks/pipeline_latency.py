@@ -9,6 +9,16 @@ called directly on the same inputs. Prints a table, then one JSON line.
 
 Encoder weights default to ``random``: the architectures (and so the cost) are
 the real ones, and nothing needs downloading.
+
+How close to the hardware: the FLOPs of one 4-face request are counted
+(``torch.utils.flop_counter``: convolutions, matmuls, attention) and the
+machine's fp32 matmul rate is measured in the same loop as the pipeline
+(a 1024^3 matmul between repeats, so both see the same load). ``floor_s`` =
+FLOPs / rate is what the request would take if all its work ran at matmul
+speed; ``floor_ratio`` = p50 / floor_s. Cold calls clear the face cache first
+(every photo decoded, detected and encoded, as on first sight);
+``cached_speedup`` = cold p50 / p50 with the photos already in the cache (a
+new voice on the same photos).
 """
 
 from __future__ import annotations
@@ -104,6 +114,35 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
+def matmul_rate(n: int = 1024, repeats: int = 3) -> float:
+    """fp32 matmul rate right now (FLOP/s): the best of a few n x n x n products."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * n**3 / best
+
+
+def request_flops(pipe: MatchPipeline, speech: Path, images: list[Path]) -> dict[str, float]:
+    """FLOPs of one cold request (face cache cleared) and of the same request with the photos cached."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    out = {}
+    overlap, pipe.overlap_encoders = pipe.overlap_encoders, False  # the counter sees only its own thread
+    pipe.face_cache.clear()
+    try:
+        for name in ("cold", "cached"):
+            with FlopCounterMode(display=False) as counter:
+                pipe(speech, images)
+            out[name] = float(counter.get_total_flops())
+    finally:
+        pipe.overlap_encoders = overlap
+        pipe.face_cache.clear()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=20)
@@ -111,6 +150,10 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="checkpoint folder (default: a fresh FAAConfig() model)")
     parser.add_argument("--weights", default="random")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--no-overlap", action="store_true",
+                        help="voice encoder after the face work instead of beside it (to measure what overlap buys)")
+    parser.add_argument("--min-face-size", type=int, default=None,
+                        help="MTCNN minimum face size in pixels of the detection copy (default: the encoder's)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -121,8 +164,10 @@ def main() -> None:
     else:
         torch.manual_seed(0)
         model, card = FAAModel(FAAConfig()).eval(), {}
-    face_enc, voice_enc = FaceEncoder(weights.face), VoiceEncoder(weights.voice)
-    pipe = MatchPipeline(model, card, face_enc, voice_enc, weights, args.checkpoint or "FAAConfig()")
+    face_kwargs = {} if args.min_face_size is None else {"min_face_size": args.min_face_size}
+    face_enc, voice_enc = FaceEncoder(weights.face, **face_kwargs), VoiceEncoder(weights.voice)
+    pipe = MatchPipeline(model, card, face_enc, voice_enc, weights, args.checkpoint or "FAAConfig()",
+                         overlap_encoders=not args.no_overlap)
     pipe.warmup()
 
     work = Path(tempfile.mkdtemp(prefix="faa-bench-"))
@@ -159,17 +204,27 @@ def main() -> None:
         return out
 
     rows, report = [], {}
+    rates: list[float] = []
+    cached_t: list[float] = []
     for n in FACE_COUNTS:
         images = photos[:n]
         for _ in range(args.warmup):
+            pipe.face_cache.clear()
             pipe(speech, images)
             bare(n)
         pipe_t, parts, bare_t = [], {k: [] for k in ("detection", "face_encoder", "voice_encoder", "fusion")}, []
         bare_parts = {k: [] for k in ("mtcnn", "inception", "ecapa")}
-        for _ in range(args.repeats):  # interleaved, so that both see the same machine load
+        for _ in range(args.repeats):  # interleaved, so that all see the same machine load
+            pipe.face_cache.clear()  # cold: every photo decoded, detected and encoded
             t = time.perf_counter()
             result = pipe(speech, images)
             pipe_t.append(time.perf_counter() - t)
+            if n == 4:
+                t = time.perf_counter()
+                again = pipe(speech, images)  # the same photos again: served from the face cache
+                cached_t.append(time.perf_counter() - t)
+                assert again.face_cache["faces_encoded"] == 0
+                rates.append(matmul_rate())
             assert len(result.faces) == n
             for k in parts:
                 parts[k].append(result.timings[k])
@@ -196,9 +251,27 @@ def main() -> None:
                 r["bare_ecapa_p50_s"], round(r["p50_s"] / r["bare_p50_s"], 3))
         print(" ".join(f"{v:>9}" for v in vals))
     ratio = report["4"]["p50_s"] / report["4"]["bare_p50_s"]
+    flops = request_flops(pipe, speech, photos[:4])
+    rate = percentile(rates, 50)
+    floor_s = flops["cold"] / rate
+    cached_p50 = percentile(cached_t, 50)
+    print(f"4 faces: {flops['cold'] / 1e9:.2f} GFLOP per cold request ({flops['cached'] / 1e9:.2f} with the photos "
+          f"cached); fp32 matmul rate {rate / 1e9:.1f} GFLOP/s (median of {len(rates)}); floor {floor_s:.4f} s; "
+          f"p50 / floor = {report['4']['p50_s'] / floor_s:.3f}; cached p50 {cached_p50:.4f} s "
+          f"(speedup {report['4']['p50_s'] / cached_p50:.2f}x)")
     summary = {
         "faces": {k: {"p50_s": v["p50_s"], "p95_s": v["p95_s"]} for k, v in report.items()},
         "overhead_ratio": round(ratio, 3),
+        "flops_4_faces": flops["cold"],
+        "flops_4_faces_cached": flops["cached"],
+        "matmul_gflops": round(rate / 1e9, 2),
+        "floor_s": round(floor_s, 4),
+        "floor_ratio": round(report["4"]["p50_s"] / floor_s, 3),
+        "cached_p50_s": round(cached_p50, 4),
+        "cached_speedup": round(report["4"]["p50_s"] / cached_p50, 3),
+        "overlap_encoders": pipe.overlap_encoders,
+        "min_face_size": int(face_enc.detector.min_face_size),
+        "torch_threads": torch.get_num_threads(),
         "detail": report,
     }
     print(json.dumps(summary))
