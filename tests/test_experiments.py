@@ -50,11 +50,54 @@ def test_table_has_every_method_scoring_and_the_oracle(table_dir):
 
 
 def test_second_run_reuses_finished_runs(table_dir):
-    result = table_dir / "result" / "runs" / "faa_seed0" / "result.json"
+    (result,) = (table_dir / "result" / "runs").glob("faa_seed0_*/result.json")
     before = result.stat().st_mtime_ns
     table = run_table(str(table_dir / "spec.yaml"), table_dir / "result", jobs=1)
     assert result.stat().st_mtime_ns == before
     assert "FAA" in format_table(table)
+
+
+RAW = """
+world: {{preset: tiny, seed: 0}}
+seeds: [0]
+scale: small
+methods:
+  - {{name: raw cosine, config: faa, overrides: [schedule.max_rounds=0, loss.fvm=false{extra}], scoring: [cosine]}}
+"""
+
+
+def test_a_changed_override_does_not_reuse_the_old_result(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(RAW.format(extra=""))
+    run_table(str(spec), tmp_path / "out", jobs=1)
+    (first,) = (tmp_path / "out" / "runs").glob("raw_cosine_seed0_*/result.json")
+    before = first.stat().st_mtime_ns
+    spec.write_text(RAW.format(extra=", model.embed_dim=16"))
+    table = run_table(str(spec), tmp_path / "out", jobs=1)
+    runs = sorted((tmp_path / "out" / "runs").glob("raw_cosine_seed0_*/result.json"))
+    assert len(runs) == 2 and first.stat().st_mtime_ns == before  # a new run; the old one untouched
+    new = json.loads(next(r for r in runs if r != first).read_text())
+    assert new["config"]["model"]["embed_dim"] == 16
+    old = json.loads(first.read_text())
+    assert old["config"]["model"]["embed_dim"] == 64 and old["key"] != new["key"]
+    got = table["rows"][0]["columns"]["verif. AUC"][0]
+    assert got == pytest.approx(np.mean([new["cosine"]["verify_v2f_test"], new["cosine"]["verify_f2v_test"]]))
+
+
+def test_data_runs_a_spec_on_a_store_without_an_oracle(table_dir, tmp_path):
+    import shutil
+
+    world = next((table_dir / "result").glob("world_tiny_0"))
+    store = tmp_path / "store"
+    shutil.copytree(world / "features", store)  # a plain store: no world.json, no truth/
+    shutil.copytree(world / "protocol", store / "protocol")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(RAW.format(extra=""))
+    table = run_table(str(spec), tmp_path / "out", jobs=1, data=store)
+    assert table["oracle"] is None and table["data"] == str(store)
+    assert not (tmp_path / "out" / "world_tiny_0").exists()  # the spec's world was not built
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "| raw cosine | cosine |" in md and "oracle" not in md
 
 
 def test_spec_errors_are_specific(tmp_path):
@@ -64,3 +107,23 @@ def test_spec_errors_are_specific(tmp_path):
         read_spec(str(bad))
     with pytest.raises(FileNotFoundError):
         read_spec("no-such-spec")
+    bad.write_text("world: {preset: tiny}\nseeds: [0]\nmethod: []\n")
+    with pytest.raises(ValueError, match=r"unknown key 'method' \(did you mean 'methods'\?\)"):
+        read_spec(str(bad))
+    bad.write_text("world: {preset: tiny}\nseeds: [0]\nmethods: [{name: a, config: faa, overides: []}]\n")
+    with pytest.raises(ValueError, match=r"methods\[0\]: unknown key 'overides' \(did you mean 'overrides'\?\)"):
+        read_spec(str(bad))
+
+
+def test_main_bad_input_is_one_line(tmp_path, capsys):
+    from training.experiments import main
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(RAW.format(extra=", optim.lr=abc"))
+    assert main(["--spec", str(spec), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == ("python -m training.experiments: error: method 'raw cosine': optim.lr=abc: must be a number > 0 "
+                   "(add --debug for the traceback)\n")
+    assert not (tmp_path / "out").exists()  # refused before any work
+    with pytest.raises(ValueError, match="optim.lr=abc"):
+        main(["--spec", str(spec), "--out", str(tmp_path / "out"), "--debug"])

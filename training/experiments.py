@@ -5,7 +5,14 @@ seed, evaluates each on the world's own test lists with the scorings the spec
 names, measures where the match head's attention goes, and prints mean ± std
 per task next to the oracle. Everything lands under ``DIR`` and a second run
 reuses what is finished (training resumes, finished evaluations are read back),
-so the command can be interrupted and started again.
+so the command can be interrupted and started again. Finished work is keyed by
+the resolved training config and the data folder: a changed override, config
+file or default trains anew (in its own run folder), never reuses an old
+result.
+
+``--data DIR`` runs the spec on any feature store or world instead of
+building the spec's world; the oracle column (and the attention measurement)
+appears only where the folder has the ground truth of a synthetic world.
 
 The spec (``training/configs/experiments/<name>.yaml``) is data: the world,
 the seeds, a size config merged after each method's config, and the methods
@@ -15,6 +22,8 @@ the seeds, a size config merged after each method's config, and the methods
 from __future__ import annotations
 
 import argparse
+import difflib
+import hashlib
 import json
 import os
 import time
@@ -27,6 +36,7 @@ import numpy as np
 import yaml
 
 from faa_core.fileio import atomic_write_text
+from training.cli import DEBUG_FLAG, DEBUG_HELP, UserError, one_line_errors
 from training.config import CONFIG_DIR, load_config
 
 # Columns of the table: (title, lists averaged into it). Lists missing from a report are skipped.
@@ -40,16 +50,39 @@ COLUMNS = (
 ATTENTION_LIST = "verify_v2f_test"
 
 
+SPEC_KEYS = ("world", "seeds", "scale", "methods")
+METHOD_KEYS = ("name", "config", "overrides", "scoring")
+
+
+def _check_spec_keys(where: str, data: Any, valid: tuple[str, ...]) -> None:
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a mapping of {', '.join(valid)}, got {data!r}")
+    for key in data:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
+            hint = f"did you mean '{close[0]}'?" if close else f"valid: {', '.join(valid)}"
+            raise UserError(f"{where}: unknown key '{key}' ({hint})")
+
+
 def read_spec(name_or_path: str) -> dict[str, Any]:
+    """An experiment spec (a name in training/configs/experiments/ or a path), its keys checked."""
     path = Path(name_or_path)
     if not path.is_file():
         path = CONFIG_DIR / "experiments" / f"{name_or_path}.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"experiment spec not found: {name_or_path}")
+        names = sorted(p.stem for p in (CONFIG_DIR / "experiments").glob("*.yaml"))
+        raise FileNotFoundError(f"experiment spec not found: {name_or_path} (a YAML path, or one of {', '.join(names)})")
     spec = yaml.safe_load(path.read_text())
+    _check_spec_keys(str(path), spec, SPEC_KEYS)
     for key in ("world", "seeds", "methods"):
         if key not in spec:
             raise ValueError(f"{path}: the spec needs '{key}'")
+    if not isinstance(spec["methods"], list) or not spec["methods"]:
+        raise UserError(f"{path}: 'methods' must be a non-empty list")
+    for i, m in enumerate(spec["methods"]):
+        _check_spec_keys(f"{path}: methods[{i}]", m, METHOD_KEYS)
+        if "name" not in m or "config" not in m:
+            raise UserError(f"{path}: methods[{i}] needs a 'name' and a 'config'")
     names = [m["name"] for m in spec["methods"]]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: method names must be unique")
@@ -61,13 +94,28 @@ def slug(name: str) -> str:
 
 
 def method_config(spec: dict[str, Any], method: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The resolved training config of one (method, seed): its config, the spec's scale, its overrides, the seed."""
     configs = [method["config"]] + ([spec["scale"]] if spec.get("scale") else [])
-    return load_config(configs, list(method.get("overrides", [])) + [f"seed={seed}"])
+    try:
+        return load_config(configs, list(method.get("overrides", [])) + [f"seed={seed}"])
+    except ValueError as exc:
+        raise UserError(f"method {method['name']!r}: {exc}") from None
+
+
+def run_key(cfg: dict[str, Any], data: str | Path) -> str:
+    """What a finished run is keyed by: the resolved config and the data folder (12 hex digits of their hash)."""
+    text = json.dumps({"config": cfg, "data": str(Path(data).resolve())}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def has_truth(data: str | Path) -> bool:
+    """Whether ``data`` is a synthetic world with its ground truth (so the oracle and attention can be measured)."""
+    return (Path(data) / "world.json").is_file() and (Path(data) / "truth").is_dir()
 
 
 def _job(args: tuple) -> dict[str, Any]:
     """Train one (method, seed), evaluate it, measure attention; runs in a worker process."""
-    spec, method, seed, world, run, threads = args
+    spec, method, seed, world, run, threads, key = args
     import torch
 
     torch.set_num_threads(threads)
@@ -80,19 +128,23 @@ def _job(args: tuple) -> dict[str, Any]:
 
     run = Path(run)
     result_path = run / "result.json"
+    scorings = method.get("scoring", ["cosine"])
     if result_path.is_file():
-        return json.loads(result_path.read_text())
+        done = json.loads(result_path.read_text())
+        if done.get("key") == key and all(s in done for s in scorings):
+            return done
     t0 = time.perf_counter()
     cfg = method_config(spec, method, seed)
     summary = Trainer(cfg, world, run, progress=False).train()
     train_s = time.perf_counter() - t0
-    result: dict[str, Any] = {"method": method["name"], "seed": seed, "summary": summary, "train_s": round(train_s, 1)}
-    for scoring in method.get("scoring", ["cosine"]):
+    result: dict[str, Any] = {"method": method["name"], "seed": seed, "key": key, "config": cfg,
+                              "summary": summary, "train_s": round(train_s, 1)}
+    for scoring in scorings:
         report = evaluate(str(run / "best"), world, run / f"eval_{scoring}", scoring=scoring, with_oracle=False)
         result[scoring] = {name: e["value"] for name, e in report["lists"].items()}
     model, _ = load_checkpoint(run / "best")
-    uses_fusion = "fusion" in method.get("scoring", []) and (model.config.face_token_dim or model.config.voice_token_dim)
-    if uses_fusion:
+    uses_fusion = "fusion" in scorings and (model.config.face_token_dim or model.config.voice_token_dim)
+    if uses_fusion and has_truth(world):  # attention is measured against the world's informative regions
         src = open_features(world)
         proto = find_protocol(Path(world), None, None)
         vl = proto.verification[ATTENTION_LIST]
@@ -113,10 +165,15 @@ def ensure_world(spec: dict[str, Any], out: Path) -> Path:
     return folder
 
 
-def oracle_values(world: Path, out: Path) -> dict[str, float]:
+def oracle_values(world: Path, out: Path) -> dict[str, float] | None:
+    """The oracle's list values on ``world`` (cached in OUT/oracle.json for that folder); None without ground truth."""
+    if not has_truth(world):
+        return None
     path = out / "oracle.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        cached = json.loads(path.read_text())
+        if cached.get("data") == str(Path(world).resolve()):
+            return cached["values"]
     from training.loop.data import open_features
     from training.eval.evaluate import evaluate_protocol, find_protocol, oracle_scorer
 
@@ -124,7 +181,7 @@ def oracle_values(world: Path, out: Path) -> dict[str, float]:
     pairs, retrieval = oracle_scorer(world, src["voice"], src["face"])
     lists = evaluate_protocol(find_protocol(world, None, None), src["voice"], src["face"], pairs, retrieval)
     values = {name: e["value"] for name, e in lists.items()}
-    path.write_text(json.dumps(values, indent=2))
+    atomic_write_text(path, json.dumps({"data": str(Path(world).resolve()), "values": values}, indent=2))
     return values
 
 
@@ -133,7 +190,7 @@ def _column(values: dict[str, float], lists: tuple[str, ...]) -> float | None:
     return float(np.mean(got)) if got else None
 
 
-def summarise(results: list[dict[str, Any]], oracle: dict[str, float], spec: dict[str, Any]) -> dict[str, Any]:
+def summarise(results: list[dict[str, Any]], oracle: dict[str, float] | None, spec: dict[str, Any]) -> dict[str, Any]:
     """Rows of the table: per (method, scoring), mean and std over seeds of each column."""
     rows = []
     for method in spec["methods"]:
@@ -153,7 +210,7 @@ def summarise(results: list[dict[str, Any]], oracle: dict[str, float], spec: dic
                 row["voice_share"] = mine[0]["attention"].get("voice_share")
             row["train_s"] = float(np.mean([r["train_s"] for r in mine]))
             rows.append(row)
-    oracle_row = {title: _column(oracle, lists) for title, lists in COLUMNS}
+    oracle_row = None if oracle is None else {title: _column(oracle, lists) for title, lists in COLUMNS}
     return {"rows": rows, "oracle": oracle_row}
 
 
@@ -175,13 +232,16 @@ def format_table(table: dict[str, Any]) -> str:
                  attn(r, "face"), attn(r, "voice"), f"{r['train_s']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     o = table["oracle"]
+    if o is None:  # data without ground truth: no oracle row
+        return "\n".join(lines)
     lines.append("| oracle | true traits | " + " | ".join("" if o.get(t) is None else f"{o[t]:.3f}" for t in titles)
                  + " |  |  |  |")
     return "\n".join(lines)
 
 
 def run_table(spec_name: str, out: str | Path, jobs: int = 2, seeds: list[int] | None = None,
-              methods: list[str] | None = None) -> dict[str, Any]:
+              methods: list[str] | None = None, data: str | Path | None = None) -> dict[str, Any]:
+    """Train, evaluate and tabulate every (method, seed) of a spec on its world, or on ``data`` when given."""
     t0 = time.perf_counter()
     spec = read_spec(spec_name)
     if seeds:
@@ -189,16 +249,25 @@ def run_table(spec_name: str, out: str | Path, jobs: int = 2, seeds: list[int] |
     if methods:
         unknown = set(methods) - {m["name"] for m in spec["methods"]}
         if unknown:
-            raise ValueError(f"unknown methods {sorted(unknown)}")
+            raise UserError(f"--methods: unknown {sorted(unknown)}; the spec has {[m['name'] for m in spec['methods']]}")
         spec["methods"] = [m for m in spec["methods"] if m["name"] in methods]
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for the table")
+    if data is not None and not Path(data).is_dir():
+        raise UserError(f"--data {data} does not exist (give a feature store or a synthetic world folder)")
+    # every (method, seed) config resolved before any work: a bad override fails now, not hours later
+    configs = {(m["name"], s): method_config(spec, m, s) for m in spec["methods"] for s in spec["seeds"]}
     out.mkdir(parents=True, exist_ok=True)
-    world = ensure_world(spec, out)
+    world = Path(data) if data is not None else ensure_world(spec, out)
     oracle = oracle_values(world, out)
     jobs = max(1, int(jobs))
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    tasks = [(spec, m, s, str(world), str(out / "runs" / f"{slug(m['name'])}_seed{s}"), threads)
-             for m in spec["methods"] for s in spec["seeds"]]
+    tasks = []
+    for m in spec["methods"]:
+        for s in spec["seeds"]:
+            key = run_key(configs[(m["name"], s)], world)
+            tasks.append((spec, m, s, str(world), str(out / "runs" / f"{slug(m['name'])}_seed{s}_{key}"), threads, key))
     results = []
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
         for res in pool.map(_job, tasks):
@@ -207,21 +276,26 @@ def run_table(spec_name: str, out: str | Path, jobs: int = 2, seeds: list[int] |
     table = summarise(results, oracle, spec)
     table["seconds"] = round(time.perf_counter() - t0, 1)
     table["spec"] = spec
+    table["data"] = str(world)
     (out / "table.json").write_text(json.dumps({"table": table, "results": results}, indent=2))
     text = format_table(table)
     (out / "table.md").write_text(text + "\n")
     return table
 
 
+@one_line_errors("python -m training.experiments")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.experiments", description=__doc__.split("\n\n")[0])
     p.add_argument("--spec", default="small", help="a name in training/configs/experiments/ or a YAML path")
     p.add_argument("--out", required=True)
+    p.add_argument("--data", default=None,
+                   help="a feature store or world to run on instead of the spec's world (oracle only with ground truth)")
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (torch threads are split between them)")
     p.add_argument("--seeds", type=int, nargs="*", help="override the spec's seeds")
     p.add_argument("--methods", nargs="*", help="only these methods (names as in the spec)")
+    p.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
     args = p.parse_args(argv)
-    table = run_table(args.spec, args.out, args.jobs, args.seeds, args.methods)
+    table = run_table(args.spec, args.out, args.jobs, args.seeds, args.methods, data=args.data)
     print(format_table(table))
     print(f"\n{len(table['rows'])} rows, {len(table['spec']['seeds'])} seeds, {table['seconds']:.0f} s in all")
     return 0
