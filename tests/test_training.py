@@ -222,3 +222,30 @@ def test_identity_link_trains_supervised_objectives_on_faces_without_videos(tiny
         train(store, tmp_path / "b", "faa", rounds=1, extra=["data.link=identity"])
     summary = train(store, tmp_path / "c", "faa_supervised", rounds=1, extra=["data.link=identity"])
     assert summary["rounds"] == 1 and (tmp_path / "c" / "best").is_dir()
+
+
+def test_evaluate_writes_the_report_when_truth_is_no_world(tiny_world, tmp_path):
+    """A data folder with a truth/ folder that is not a synthetic world: the report is written, no oracle, one line."""
+    import shutil
+
+    train(tiny_world, tmp_path / "run", rounds=1)
+    store = tmp_path / "store"
+    shutil.copytree(tiny_world / "features", store)  # a plain feature store ...
+    shutil.copytree(tiny_world / "protocol", store / "protocol")
+    (store / "truth").mkdir()  # ... with a folder named truth/ that holds no world
+    lines: list[str] = []
+    report = evaluate(str(tmp_path / "run" / "best"), store, tmp_path / "eval", log=lines.append)
+    saved = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert set(saved["lists"]) == set(report["lists"]) and "verify_v2f_test" in saved["lists"]
+    assert "oracle" not in saved and (tmp_path / "eval" / "report.md").is_file()
+    # a world whose oracle fails: the model's report stays, the failure is one line in the log and the report
+    world = tmp_path / "world"
+    shutil.copytree(tiny_world, world)
+    shutil.rmtree(world / "truth")
+    (world / "truth").mkdir()
+    lines.clear()
+    report = evaluate(str(tmp_path / "run" / "best"), world, tmp_path / "eval2", log=lines.append)
+    saved = json.loads((tmp_path / "eval2" / "report.json").read_text())
+    assert set(saved["lists"]) == set(report["lists"]) and "lists" not in saved.get("oracle", {})
+    failed = [l for l in lines if l.startswith("oracle: not computed")]
+    assert len(failed) == 1 and "\n" not in failed[0] and saved["oracle"]["error"] in failed[0]

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from faa_core.checkpoint import load_checkpoint
+from faa_core.fileio import atomic_write, atomic_write_json
 from faa_core.metrics import matching_accuracy, matching_curve, retrieval_map, verification_auc
 from faa_core.protocols import Protocol, detect_protocol, read_protocol
 
@@ -293,8 +294,8 @@ class ModelScorer:
 def oracle_scorer(data_dir: Path, voice, face, kind: str = "oracle"):
     """The synthetic world's oracle (or ``kind`` "probe_global" / "probe_tokens", its reachable
     ceiling from training.synth.probe) as pair scorer and retrieval matrix (None on real data)."""
-    if not (data_dir / "truth").is_dir():
-        return None
+    if not (data_dir / "world.json").is_file() or not (data_dir / "truth").is_dir():
+        return None  # a world is what build_world writes; a folder that merely holds truth/ is not one
     from training.synth import load_world, oracle_scores
     from training.synth.probe import get_probe
 
@@ -396,8 +397,27 @@ def evaluate(
         "scoring": scoring, "rerank_k": rerank_k if scoring != "cosine" else 0,
         "synthetic_checkpoint": bool(card.get("synthetic")), "lists": lists,
     }
-    oracle = oracle_scorer(data_dir, voice, face) if with_oracle else None
-    if oracle is not None:
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    # the model's numbers are on disk before any optional extra runs: nothing computed can be lost
+    _write_report(report, out)
+    if curves:
+        plot_roc(curves, out / "roc.png")
+    if with_oracle and _add_ground_truth(report, data_dir, proto, voice, face, log):
+        _write_report(report, out)
+    return report
+
+
+def _add_ground_truth(report: dict[str, Any], data_dir: Path, proto: Protocol, voice, face,
+                      log: Optional[Callable[[str], None]]) -> bool:
+    """The world's oracle and probes into ``report`` (False: not a world, nothing added).
+
+    Optional extras: a failure is one line in the log and ``report["oracle"]["error"]``,
+    never the loss of the model's report.
+    """
+    try:
+        oracle = oracle_scorer(data_dir, voice, face)
+        if oracle is None:
+            return False
         if log is not None:
             log("oracle:")
         report["oracle"] = {"lists": evaluate_protocol(proto, voice, face, oracle[0], oracle[1], log=log)}
@@ -409,12 +429,18 @@ def evaluate(
             if log is not None:
                 log(f"{kind}:")
             report[kind] = {"lists": evaluate_protocol(proto, voice, face, probe[0], probe[1], log=log)}
-    report["seconds"] = round(time.perf_counter() - t0, 2)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    write_markdown(report, out / "report.md")
-    if curves:
-        plot_roc(curves, out / "roc.png")
-    return report
+    except Exception as exc:  # noqa: BLE001 - any failure of an extra is reported, not raised
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        report.setdefault("oracle", {})["error"] = reason
+        if log is not None:
+            log(f"oracle: not computed ({reason}); the model's report is complete")
+    return True
+
+
+def _write_report(report: dict[str, Any], out: Path) -> None:
+    """report.json and report.md, each replaced atomically."""
+    atomic_write_json(out / "report.json", report)
+    atomic_write(out / "report.md", lambda tmp: write_markdown(report, tmp))
 
 
 def main(argv=None) -> int:
