@@ -15,8 +15,9 @@ over, so the package keeps working without faiss. With ``backend="auto"``:
 * otherwise inputs of at least ``FAST_MIN_POINTS`` points (VoxCeleb2-scale
   rounds: 100k videos, 704-d, 15k clusters took 120 s per round exactly) take
   the fast CPU path: PCA to ``FAST_DIM`` dims, centroids fitted on a seeded
-  sample of ``FAST_POINTS_PER_CENTROID`` points per cluster, every point then
-  assigned (centroids and inertia reported in the input space);
+  sample of ``FAST_POINTS_PER_CENTROID`` points per cluster in at most
+  ``FAST_MAX_NITER`` iterations, every point then assigned (centroids and
+  inertia reported in the input space);
 * smaller inputs (every synthetic world and test) stay on the exact path.
 
 Cluster quality of the fast path against the exact one is measured in
@@ -61,6 +62,7 @@ HAVE_FAISS: bool = _HAVE_FAISS
 FAST_MIN_POINTS = 50_000  # auto: fewer points than this stay on the exact path
 FAST_DIM = 64  # fast path: PCA dims
 FAST_POINTS_PER_CENTROID = 3  # fast path: points per cluster in the sample the centroids are fitted on
+FAST_MAX_NITER = 10  # fast path: Lloyd iterations at most (its fits had converged by then: same labels as 20)
 BACKENDS = ("auto", "faiss", "numpy", "faiss-gpu", "fast")
 
 _EPS = 1e-12
@@ -385,15 +387,23 @@ def choose_backend(n_points: int, dim: int, spherical: bool = False, backend: st
 
 
 def _pca(x: np.ndarray, dim: int, rng: np.random.Generator, max_fit: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (d,) and top-``dim`` principal directions (d, dim) of x, fitted on a seeded sample."""
-    from scipy.linalg import eigh
+    """Mean (d,) and top-``dim`` principal directions (d, dim) of x, fitted on a seeded sample.
 
+    Subspace iteration on the covariance (a few matrix products and a small
+    eigen-decomposition): a full LAPACK ``eigh`` of 704 x 704 took seconds on
+    a busy 2-core machine.
+    """
     fit = x if x.shape[0] <= max_fit else x[np.sort(rng.choice(x.shape[0], max_fit, replace=False))]
     mean = fit.mean(0, dtype=np.float64).astype(np.float32)
     xc = fit - mean
-    d = x.shape[1]
-    _, vecs = eigh((xc.T @ xc).astype(np.float64), subset_by_index=[d - dim, d - 1])  # ascending: the top dim
-    return mean, np.ascontiguousarray(vecs[:, ::-1], dtype=np.float32)
+    cov = (xc.T @ xc).astype(np.float64)
+    d = cov.shape[0]
+    q = np.linalg.qr(rng.standard_normal((d, min(d, dim + 16))))[0]
+    for _ in range(4):
+        q = np.linalg.qr(cov @ q)[0]
+    vals, vecs = np.linalg.eigh(q.T @ cov @ q)
+    top = q @ vecs[:, np.argsort(vals)[::-1][:dim]]
+    return mean, np.ascontiguousarray(top, dtype=np.float32)
 
 
 def _nearest(x: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -410,8 +420,9 @@ def _kmeans_fast(x: np.ndarray, k: int, niter: int, seed: int, dim: int = FAST_D
     """Approximate L2 k-means: PCA to ``dim`` dims, centroids fitted on a sample, every point assigned.
 
     Why: a Lloyd iteration costs points x clusters x dims (100k x 15k x 704:
-    120 s per round on the CPU); this cuts dims (704 -> 64) and the points of
-    the fit (to ``points_per_centroid`` per cluster) together. Returned
+    120 s per round on the CPU); this cuts dims (704 -> 64), the points of
+    the fit (to ``points_per_centroid`` per cluster) and the iterations (to
+    FAST_MAX_NITER) together. Returned
     centroids are the input-space means of each cluster's points (a cluster
     that gets no point keeps its back-projected centroid) and the inertia is
     measured in the input space, as on the exact path. It loses little where
@@ -426,6 +437,7 @@ def _kmeans_fast(x: np.ndarray, k: int, niter: int, seed: int, dim: int = FAST_D
     z = np.ascontiguousarray((x - mean) @ basis, dtype=np.float32)
     m = min(n, max(k, int(points_per_centroid) * k))
     sample = z if m == n else np.ascontiguousarray(z[np.sort(rng.choice(n, m, replace=False))])
+    niter = min(int(niter), FAST_MAX_NITER)
     if _HAVE_FAISS:
         fit = _kmeans_faiss(sample, k, niter, seed, False)
     else:
