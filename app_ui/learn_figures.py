@@ -76,10 +76,10 @@ def training_curves(
             auc_ax.axhline(untrained_val_auc, color=UNTRAINED_COLOUR, ls=":", lw=1.2, label=f"untrained {untrained_val_auc:.3f}")
         if probe is not None:
             auc_ax.axhline(probe, color="#f08c00", ls="-.", lw=1.0, label=f"probe {probe:.3f}")
-        auc_ax.set_ylim(0.4, 1.0)
+        auc_ax.set_ylim(0.3, 1.0)
         auc_ax.set_title("validation AUC on unseen people", fontsize=9)
         if auc_ax.get_legend_handles_labels()[0]:
-            auc_ax.legend(fontsize=7, frameon=False, loc="upper left", ncols=2)
+            auc_ax.legend(fontsize=7, frameon=False, loc="lower right", ncols=2)
         x, y = _series(rows, "clusters")
         if x:
             k_ax.step(x, y, where="mid", color="#495057")
@@ -182,6 +182,7 @@ def attention_maps(examples: Sequence[Mapping[str, Any]], grid: Sequence[int]) -
                 voiced = np.asarray(ex["voiced"], dtype=bool)[: len(att)]
                 colours = [TRUTH_COLOUR if v else "#ced4da" for v in voiced]
                 voice_ax.bar(np.arange(len(att)), att, color=colours, edgecolor="#343a40", linewidth=0.5)
+                voice_ax.set_xticks(np.arange(len(att)))
                 share = float(att[voiced].sum() / max(att.sum(), 1e-12))
                 voice_ax.set_title(f"voice tokens in time: {share:.0%} of the attention on voiced tokens "
                                    f"(green, {voiced.mean():.0%} of them)", fontsize=8)
@@ -219,10 +220,10 @@ def run_overlay(runs: Sequence[Mapping[str, Any]]) -> np.ndarray:
         elif len(runs) == 1:
             auc_ax.text(0.5, 0.04, "train again (e.g. with a switch off) to compare", ha="center", fontsize=8,
                         color="#868e96", transform=auc_ax.transAxes)
-        auc_ax.set_ylim(0.4, 1.0)
+        auc_ax.set_ylim(0.3, 1.0)
         auc_ax.set_title("validation AUC per round", fontsize=9)
         if auc_ax.get_legend_handles_labels()[0]:
-            auc_ax.legend(fontsize=7, frameon=False, loc="upper left")
+            auc_ax.legend(fontsize=7, frameon=False, loc="lower right")
         pur_ax.set_ylim(0, 1)
         pur_ax.set_title("cluster purity per round (unsupervised runs)", fontsize=9)
         for ax in (auc_ax, pur_ax):

@@ -174,6 +174,15 @@ def probe_val_auc(world: Any, vs: np.ndarray, fs: np.ndarray, labels: np.ndarray
     return float(verification_auc(scores, labels))
 
 
+def _peak_memory_mb() -> float | None:
+    """This process's peak resident memory (what the run's memory limit is measured against)."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)  # kB on Linux
+
+
 def _watch_parent() -> None:
     """End this process when the server that started it is gone (no orphaned trainings)."""
     parent = os.getppid()
@@ -245,6 +254,7 @@ def run(job: LearnJob, run_dir: Path, worlds_root: Path) -> dict[str, Any]:
         "attention": attention_examples(model, world, int(limits["attention_pairs"]), job.seed),
         "face_grid": list(world.spec.face.grid),
         "torch_threads": torch.get_num_threads(),
+        "peak_memory_mb": _peak_memory_mb(),
     }
     write_json(run_dir / "result.json", result)
     write_json(status, {"phase": "done", "since": time.time()})
