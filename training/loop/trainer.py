@@ -240,7 +240,7 @@ class Trainer:
                 raise UserError(self._nonfinite_message(modality, source, lo + int(bad[0]), "global vector"))
 
     def _nonfinite_message(self, modality: str, source: Any, item: int, what: str) -> str:
-        return (f"{modality} item {source.ids[item]!r} in {self.data_dir} has NaN/inf values in its {what}; "
+        return (f"{modality} item {str(source.ids[item])!r} in {self.data_dir} has NaN/inf values in its {what}; "
                 "re-extract it or remove it from the store")
 
     def _find_nonfinite(self, items: Mapping[str, np.ndarray], tokens: bool) -> Optional[str]:
