@@ -16,7 +16,6 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 
 _DRAW_LOCK = threading.Lock()
 
@@ -149,6 +148,17 @@ def embedding_projection(before: Optional[Mapping[str, Any]], after: Optional[Ma
         return _render(fig)
 
 
+def _outline(ax: Any, region: np.ndarray) -> None:
+    """Draw the border of the True cells of a grid mask (any shape, several pieces)."""
+    h, w = region.shape
+    inside = lambda r, c: 0 <= r < h and 0 <= c < w and bool(region[r, c])  # noqa: E731
+    for r, c in zip(*np.nonzero(region)):
+        for dr, dc, xs, ys in ((-1, 0, (c - 0.5, c + 0.5), (r - 0.5, r - 0.5)), (1, 0, (c - 0.5, c + 0.5), (r + 0.5, r + 0.5)),
+                               (0, -1, (c - 0.5, c - 0.5), (r - 0.5, r + 0.5)), (0, 1, (c + 0.5, c + 0.5), (r - 0.5, r + 0.5))):
+            if not inside(r + dr, c + dc):
+                ax.plot(xs, ys, color=TRUTH_COLOUR, lw=2.5, solid_capstyle="projecting", clip_on=False)
+
+
 def attention_maps(examples: Sequence[Mapping[str, Any]], grid: Sequence[int]) -> np.ndarray:
     """Per test pair: face attention over the token grid (informative region outlined) and voice attention (voiced marked)."""
     n = max(len(examples), 1)
@@ -165,10 +175,8 @@ def attention_maps(examples: Sequence[Mapping[str, Any]], grid: Sequence[int]) -
                 att = np.asarray(ex["face_attention"], dtype=float).reshape(tuple(grid))
                 face_ax.imshow(att, cmap="inferno", vmin=0, vmax=max(float(att.max()), 1e-6))
                 region = np.asarray(ex["face_region"], dtype=bool)
-                rows, cols = np.nonzero(region)
-                if len(rows):
-                    face_ax.add_patch(Rectangle((cols.min() - 0.5, rows.min() - 0.5), cols.max() - cols.min() + 1,
-                                                rows.max() - rows.min() + 1, fill=False, ec=TRUTH_COLOUR, lw=2.5))
+                if region.any():
+                    _outline(face_ax, region)
                     share = float(att[region].sum() / max(att.sum(), 1e-12))
                     face_ax.set_xlabel(f"{share:.0%} of the attention in the region ({region.mean():.0%} of the grid)",
                                        fontsize=7)
