@@ -24,6 +24,7 @@ __all__ = [
     "verification_auc",
     "matching_accuracy",
     "one_to_n_accuracy",
+    "matching_trials",
     "matching_curve",
     "average_precision",
     "retrieval_map",
@@ -234,30 +235,32 @@ def _sample_distinct(rng: np.random.Generator, n_rows: int, k: int, m: int) -> n
     return out
 
 
-def matching_curve(
-    sim: Any,
+def matching_trials(
     query_ids: Any,
     gallery_ids: Any,
     ns: Iterable[int] = range(2, 11),
     trials: int = 1000,
     seed: int | None = 0,
-) -> dict[int, float]:
-    """1:N matching accuracy for each N in ``ns`` from a (Q, G) similarity matrix.
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """1:N matching trials drawn from a labelled query set and gallery, for each N in ``ns``.
+
+    Why apart from the scoring: a trial list can then be scored by any pair
+    scorer (cosine, the match head, an oracle), and every scorer sees the same
+    trials. Returns ``{N: (queries (T,), candidates (T, N))}`` as indices into
+    the query and gallery arrays, the correct candidate in column 0.
 
     Each trial draws a random eligible query, a random gallery item of the
     same identity (the correct candidate) and N-1 gallery items from N-1
     distinct other identities (identities uniformly without replacement, then
-    one item uniformly within each); it is scored with
-    :func:`one_to_n_accuracy` (ties share credit). Queries whose identity has
-    no gallery item, or that have fewer than N-1 other gallery identities, are
-    skipped. Each N uses its own stream derived from ``seed``, so a value does
-    not depend on which other N are requested. Raises ``ValueError`` when no
-    trial can be built for some N.
+    one item uniformly within each). Queries whose identity has no gallery
+    item are skipped. Each N uses its own stream derived from ``seed``, so a
+    trial list does not depend on which other N are requested. Raises
+    ``ValueError`` when no trial can be built for some N.
     """
-    sim = _as_sim(sim)
-    n_q, n_g = sim.shape
-    q_ids = _as_ids(query_ids, "query_ids", n_q)
-    g_ids = _as_ids(gallery_ids, "gallery_ids", n_g)
+    q_ids = _as_array(query_ids)
+    g_ids = _as_array(gallery_ids)
+    if q_ids.ndim != 1 or g_ids.ndim != 1:
+        raise ValueError(f"query_ids and gallery_ids must be 1-D, got shapes {q_ids.shape} and {g_ids.shape}")
     ns = [int(n) for n in ns]
     if not ns:
         raise ValueError("ns is empty")
@@ -266,7 +269,6 @@ def matching_curve(
     trials = int(trials)
     if trials < 1:
         raise ValueError(f"trials must be >= 1, got {trials}")
-    _check_finite_rows(sim, "sim")
 
     q_code, g_order, g_start, g_count, n_ids = _encode_ids(q_ids, g_ids)
     matched = np.flatnonzero(q_code >= 0)
@@ -274,7 +276,7 @@ def matching_curve(
         raise ValueError("no trial can be built: no query identity appears in the gallery")
 
     base = np.random.SeedSequence(seed)
-    result: dict[int, float] = {}
+    result: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for n in ns:
         if n_ids - 1 < n - 1:
             raise ValueError(
@@ -293,9 +295,32 @@ def matching_curve(
         other += other >= qc[:, None]
         pick = (rng.random(other.shape) * g_count[other]).astype(np.int64)
         wrong = g_order[g_start[other] + pick]
-        cand = np.concatenate([correct[:, None], wrong], axis=1)
-        result[n] = one_to_n_accuracy(sim[q[:, None], cand])
+        result[n] = (q, np.concatenate([correct[:, None], wrong], axis=1))
     return result
+
+
+def matching_curve(
+    sim: Any,
+    query_ids: Any,
+    gallery_ids: Any,
+    ns: Iterable[int] = range(2, 11),
+    trials: int = 1000,
+    seed: int | None = 0,
+) -> dict[int, float]:
+    """1:N matching accuracy for each N in ``ns`` from a (Q, G) similarity matrix.
+
+    The trials are :func:`matching_trials`'s (same arguments, same draws);
+    each is scored with :func:`one_to_n_accuracy` (ties share credit).
+    """
+    sim = _as_sim(sim)
+    n_q, n_g = sim.shape
+    q_ids = _as_ids(query_ids, "query_ids", n_q)
+    g_ids = _as_ids(gallery_ids, "gallery_ids", n_g)
+    _check_finite_rows(sim, "sim")
+    return {
+        n: one_to_n_accuracy(sim[q[:, None], cand])
+        for n, (q, cand) in matching_trials(q_ids, g_ids, ns, trials, seed).items()
+    }
 
 
 # ---------------------------------------------------------------------------

@@ -249,3 +249,39 @@ def test_evaluate_writes_the_report_when_truth_is_no_world(tiny_world, tmp_path)
     assert set(saved["lists"]) == set(report["lists"]) and "lists" not in saved.get("oracle", {})
     failed = [l for l in lines if l.startswith("oracle: not computed")]
     assert len(failed) == 1 and "\n" not in failed[0] and saved["oracle"]["error"] in failed[0]
+
+
+def test_retrieval_1_to_n_curves_use_the_pair_scoring_not_cosine():
+    """Under fusion scoring the 1:N curves of a retrieval entry come from the same scores as everything else."""
+    from faa_core.protocols import Protocol, RetrievalList
+    from training.eval.evaluate import evaluate_protocol
+    from training.features import ItemTable
+
+    n_id, per = 12, 3
+    ident = [f"id{k:02d}" for k in range(n_id) for _ in range(per)]
+    voice = ItemTable([f"v{k}" for k in range(len(ident))], [f"x{k}" for k in range(len(ident))], ident, ["test"] * len(ident))
+    face = ItemTable([f"f{k}" for k in range(len(ident))], [f"y{k}" for k in range(len(ident))], ident, ["test"] * len(ident))
+    rl = RetrievalList("reterival_v2f_test", voice.ids, face.ids, voice.identities, face.identities)
+    proto = Protocol("test", {}, retrieval={rl.name: rl})
+    codes = np.repeat(np.arange(n_id), per)
+    rng = np.random.default_rng(0)
+    # the pair scorer knows the answer (distinct values: no ties); the cosine matrix is noise
+    pair = lambda v, f: (codes[v] == codes[f]) + 0.01 * rng.random(len(v))  # noqa: E731
+    noise = rng.standard_normal((len(ident), len(ident)))
+    lists = evaluate_protocol(proto, voice, face, pair, lambda v, f: noise)
+    curve = lists["reterival_v2f_test"]["v2f_matching_1_to_n"]
+    assert set(curve) == {str(n) for n in range(2, 11)}
+    assert all(value == 1.0 for value in curve.values())  # before: about 1/N (the noise matrix)
+
+
+def test_one_to_n_lists_split_credit_on_ties(tmp_path):
+    """One definition of 1:N accuracy (faa_core.metrics): a tie at the top earns 1 / (number tied)."""
+    from training.features import ItemTable
+    from training.eval.one_to_n import evaluate_one_to_n
+
+    voice = ItemTable(["v0", "v1"], ["a", "b"], ["p", "q"], ["test"] * 2)
+    face = ItemTable(["f0", "f1", "f2"], ["a", "b", "c"], ["p", "q", "r"], ["test"] * 3)
+    (tmp_path / "sl_match_v2f_3_test.txt").write_text("v0 f0 f1 f2\nv1 f1 f0 f2\n")
+    truth = {(0, 0): 0.5, (0, 1): 0.5, (0, 2): 0.1, (1, 1): 0.7, (1, 0): 0.7, (1, 2): 0.7}
+    out = evaluate_one_to_n(tmp_path, voice, face, lambda v, f: np.array([truth[(a, b)] for a, b in zip(v, f)]))
+    assert out["sl_match_v2f_3_test"]["value"] == pytest.approx((1 / 2 + 1 / 3) / 2)  # before: 0.0

@@ -29,7 +29,7 @@ import torch
 
 from faa_core.checkpoint import load_checkpoint
 from faa_core.fileio import atomic_write, atomic_write_json
-from faa_core.metrics import matching_accuracy, matching_curve, retrieval_map, verification_auc
+from faa_core.metrics import matching_accuracy, matching_trials, one_to_n_accuracy, retrieval_map, verification_auc
 from faa_core.protocols import Protocol, detect_protocol, read_protocol
 
 from training.loop import distributed as dist_utils
@@ -118,7 +118,8 @@ def evaluate_protocol(
             entry[d] = retrieval_map(mat, q_ids, g_ids)
             n_max = min(10, len(np.unique(g_ids)))
             if n_max >= 2:
-                curve = matching_curve(sim if d == "v2f" else sim.T, q_ids, g_ids, ns=range(2, n_max + 1))
+                queries, gallery = (v, f) if d == "v2f" else (f, v)
+                curve = _one_to_n_curve(score, d, queries, gallery, q_ids, g_ids, range(2, n_max + 1))
                 entry[f"{d}_matching_1_to_n"] = {str(k): a for k, a in curve.items()}
             if dump_dir is not None and len(v) <= DUMP_RETRIEVAL_MAX and len(f) <= DUMP_RETRIEVAL_MAX:
                 dump_dir.mkdir(parents=True, exist_ok=True)
@@ -131,6 +132,27 @@ def evaluate_protocol(
         lists[name] = entry
         _log(log, name, entry)
     return lists
+
+
+def _one_to_n_curve(
+    score: PairScorer, direction: str, queries: np.ndarray, gallery: np.ndarray,
+    q_ids: np.ndarray, g_ids: np.ndarray, ns: range,
+) -> dict[int, float]:
+    """1:N accuracy for each N on a retrieval list's items, scored by ``score`` (the report's scoring).
+
+    Why not the retrieval matrix: that is cosine (re-ranked at the top only),
+    and a curve under fusion scoring must use the fusion scores like every
+    other number of the report. All N are scored in one call.
+    """
+    trials = matching_trials(q_ids, g_ids, ns)
+    q_all = np.concatenate([np.repeat(queries[q], cand.shape[1]) for q, cand in trials.values()])
+    g_all = np.concatenate([gallery[cand.reshape(-1)] for _, cand in trials.values()])
+    s = score(q_all, g_all) if direction == "v2f" else score(g_all, q_all)
+    out, lo = {}, 0
+    for n, (q, cand) in trials.items():
+        out[n] = one_to_n_accuracy(np.asarray(s[lo : lo + cand.size]).reshape(cand.shape))
+        lo += cand.size
+    return out
 
 
 def _log(log: Optional[Callable[[str], None]], name: str, entry: dict[str, Any]) -> None:

@@ -3,8 +3,9 @@
 The Wen 2021 format only holds 1:2 trials, so ``training.ingest.import_sl`` writes
 SL's 1:N trials to ``sl_match_{v2f,f2v}_*.txt`` next to the other lists: one
 trial per line, space-separated, the query first, then the correct candidate,
-then the others. A trial counts as correct when the correct candidate scores
-strictly higher than every other one.
+then the others. Accuracy is ``faa_core.metrics.one_to_n_accuracy``'s: a
+trial earns 1 when the correct candidate scores strictly highest, and
+1 / (number tied) when it ties others at the top.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from faa_core.metrics import one_to_n_accuracy
 
 from faa_core.protocols import direction_from_name
 
@@ -48,7 +51,7 @@ def evaluate_one_to_n(
         q = np.repeat(q_src.index([str(s) for s in queries]), n)
         c = c_src.index([str(s) for s in cands.reshape(-1)])
         s = (score(q, c) if direction == "v2f" else score(c, q)).reshape(t, n)
-        value = float(np.mean(s[:, 0] > s[:, 1:].max(axis=1)))
+        value = one_to_n_accuracy(s)
         out[path.stem] = {"task": "matching", "direction": direction, "metric": "accuracy", "candidates": int(n),
                           "value": value, "trials": int(t), "seconds": round(time.perf_counter() - t0, 2)}
         if log is not None:
