@@ -98,6 +98,7 @@ def add_learn_tab(demo: Any, tabs: Any = None, runner: Optional[Any] = None) -> 
     from training.learn import default_runner, method_names, settings, switch_names, world_names
 
     runner = runner if runner is not None else default_runner()
+    runner.warm()  # the first visitor's training starts without waiting for imports
     worlds = world_names()
     default_world = settings()["worlds"].get("default")
 

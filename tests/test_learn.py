@@ -120,6 +120,10 @@ def test_runner_stops_a_run_at_its_time_limit_and_keeps_only_the_last_runs(tmp_p
     runner.run(job, "visitor")
     assert len(list((tmp_path / "runs").iterdir())) == 2 and runs[0] not in list((tmp_path / "runs").iterdir())
     assert not runner.busy and runner.history("visitor") == []  # stopped runs are not offered for the overlay
+    spare = runner._spare
+    assert spare is not None and spare.poll() is None  # a preloaded worker waits for the next run
+    runner.stop_all()
+    assert spare.poll() is not None
 
 
 # -- the page and its API -----------------------------------------------------------------------------------

@@ -124,25 +124,62 @@ class Progress:
         return out
 
 
+def _worker_env(threads: int) -> dict[str, str]:
+    t = str(max(1, int(threads)))
+    return {**os.environ, "OMP_NUM_THREADS": t, "MKL_NUM_THREADS": t,
+            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+
+
+def start_spare(limits: dict[str, Any]) -> subprocess.Popen:
+    """A worker that imports everything now and waits on stdin for its job (see worker --spare)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "training.learn.worker", "--spare"], cwd=str(REPO_ROOT), env=_worker_env(limits["threads"]),
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+
+
+def _end(proc: subprocess.Popen) -> None:
+    """Terminate a worker's whole session (SIGTERM, then SIGKILL after 5 s)."""
+    if proc.poll() is not None:
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            proc.wait(timeout=5)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 class LiveRun:
     """One training process and the folder it writes."""
 
-    def __init__(self, job: LearnJob, run_dir: Path, worlds_root: Path, limits: dict[str, Any]) -> None:
+    def __init__(self, job: LearnJob, run_dir: Path, worlds_root: Path, limits: dict[str, Any],
+                 spare: Optional[subprocess.Popen] = None) -> None:
         self.job, self.run_dir, self.worlds_root, self.limits = job, run_dir, worlds_root, limits
         self.t0 = time.perf_counter()
         self.stop_reason: Optional[str] = None
         self._rows: list[dict[str, Any]] = []
         self._log_pos = 0
+        self._log = None
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "job.json").write_text(json.dumps(job.to_dict(), indent=1))
-        threads = str(max(1, int(limits["threads"])))
-        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-               "PYTHONPATH": os.pathsep.join([str(REPO_ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+        args = [str(run_dir / "job.json"), str(run_dir), str(worlds_root)]
+        if spare is not None and spare.poll() is None and spare.stdin is not None:
+            try:  # a preloaded worker takes the job
+                spare.stdin.write((json.dumps(args) + "\n").encode())
+                spare.stdin.close()
+                self.proc = spare
+                return
+            except OSError:
+                _end(spare)
         self._log = open(run_dir / "log.txt", "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "training.learn.worker", str(run_dir / "job.json"), str(run_dir), str(worlds_root)],
-            cwd=str(REPO_ROOT), env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            [sys.executable, "-m", "training.learn.worker", *args], cwd=str(REPO_ROOT), env=_worker_env(limits["threads"]),
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
 
     @property
@@ -153,20 +190,13 @@ class LiveRun:
         """End the training process (and anything it started); a no-op once it has ended."""
         if self.stop_reason is None:
             self.stop_reason = reason
-        if self.alive:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-                self.proc.wait(timeout=5)
-        self._log.close()
+        _end(self.proc)
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def _new_rows(self) -> None:
         path = self.run_dir / "train" / "metrics.jsonl"
@@ -203,7 +233,7 @@ class LiveRun:
         if status.get("phase") == "done":
             p.result = _read_json(self.run_dir / "result.json")
             if not self.alive:
-                self._log.close()
+                self._close_log()
         elif self.stop_reason is not None:
             p.phase, p.message = "stopped", self.stop_reason
         elif status.get("phase") == "failed":
@@ -227,6 +257,7 @@ class LearnRunner:
         self._lock = threading.Lock()
         self._guard = threading.Lock()
         self._active: dict[str, LiveRun] = {}
+        self._spare: Optional[subprocess.Popen] = None
         self._history: "collections.OrderedDict[str, collections.deque]" = collections.OrderedDict()
 
     # -- state shared with the page --------------------------------------------------
@@ -260,10 +291,27 @@ class LearnRunner:
         return True
 
     def stop_all(self) -> None:
+        """Stop every training and the spare worker (at server exit, or a test's end)."""
         with self._guard:
             runs = list(self._active.values())
+            spare, self._spare = self._spare, None
         for run in runs:
             run.stop("stopped: the server is shutting down")
+        if spare is not None:
+            _end(spare)
+
+    def warm(self) -> None:
+        """Keep one preloaded worker ready, so that the next run skips 10-20 s of imports (``limits.spare``)."""
+        if not self.limits.get("spare", True):
+            return
+        with self._guard:
+            if self._spare is None or self._spare.poll() is not None:
+                self._spare = start_spare(self.limits)
+
+    def _take_spare(self) -> Optional[subprocess.Popen]:
+        with self._guard:
+            spare, self._spare = self._spare, None
+        return spare if spare is not None and spare.poll() is None else None
 
     # -- running ------------------------------------------------------------------------
     def _cleanup(self) -> None:
@@ -289,7 +337,7 @@ class LearnRunner:
         try:
             self._cleanup()
             name = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{next(_COUNTER):04d}"
-            run = LiveRun(job, self.runs_root / name, self.worlds_root, self.limits)
+            run = LiveRun(job, self.runs_root / name, self.worlds_root, self.limits, spare=self._take_spare())
             with self._guard:
                 self._active[session] = run
             seen: Optional[tuple] = None
@@ -310,6 +358,7 @@ class LearnRunner:
                 with self._guard:
                     if self._active.get(session) is run:
                         del self._active[session]
+                self.warm()  # the next visitor's worker loads while nobody trains
             self._lock.release()
 
     def run(self, job: LearnJob, session: str = "", on_progress: Any = None) -> Progress:
