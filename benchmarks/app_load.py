@@ -14,6 +14,16 @@ then one JSON line.
     python benchmarks/app_load.py --clients 4 --requests 40 --weights random
 
 Target: 4 clients, 0 errors, p95 <= 3 x single-client p50.
+
+The app's own overhead: after the single-client phase the same pipeline is
+built in this process (same checkpoint, weights and torch threads as the app)
+and called directly on the same recording and photos; ``pipeline_p50_s`` is
+its p50 and ``app_overhead_ratio`` = single-client p50 / pipeline_p50_s (upload,
+queue, drawing and sending the result). As in the app, the photos
+are in the face cache after the first call. ``stream_update_p50_s`` is the
+server's time for one live-microphone update (``app.live_update`` on 0.5 s
+chunks of the same recording, photos cached: voice encoder, fusion, drawing);
+the browser's transport and rendering are not in it.
 """
 
 from __future__ import annotations
@@ -93,6 +103,44 @@ def start_app(args: argparse.Namespace, log_path: Path) -> tuple[subprocess.Pope
     return proc, url, t0, client
 
 
+def measure_in_process(args: argparse.Namespace, voice: Path, photos: list[Path], repeats: int) -> dict[str, float]:
+    """The pipeline alone, and live-microphone updates, in this process with the app's settings."""
+    import soundfile as sf
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    import app as demo_app
+
+    torch.set_num_threads(demo_app.torch_threads(args.threads, args.concurrency))
+    pipeline, _ = demo_app.load_models(args.checkpoint, args.weights, "cpu")
+    paths = [str(p) for p in photos]
+    names = [p.name for p in photos]
+    from faa_core.media import load_audio
+
+    pipeline(load_audio(str(voice)), paths, names=names, strict=False)  # photos into the cache, as in the app
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        pipeline(load_audio(str(voice)), paths, names=names, strict=False)
+        times.append(time.perf_counter() - t)
+    x, rate = sf.read(voice, dtype="int16")
+    step = rate // 2
+    updates = []
+    for _ in range(max(1, repeats // 5)):
+        live = None
+        for i in range(0, len(x), step):
+            t = time.perf_counter()
+            view, live = demo_app.live_update(pipeline, live, (rate, x[i:i + step]), paths, None)
+            if view is not None:
+                updates.append(time.perf_counter() - t)
+    return {
+        "pipeline_p50_s": float(np.percentile(times, 50)),
+        "stream_update_p50_s": float(np.percentile(updates, 50)) if updates else float("nan"),
+        "stream_update_p95_s": float(np.percentile(updates, 95)) if updates else float("nan"),
+        "stream_updates": len(updates),
+    }
+
+
 def percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {"p50_s": float("nan"), "p95_s": float("nan"), "max_s": float("nan")}
@@ -144,6 +192,8 @@ def main() -> None:
     parser.add_argument("--faces", type=int, default=2, help="photos per request (one face each)")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the recording")
     parser.add_argument("--start-timeout", type=float, default=300.0)
+    parser.add_argument("--pipeline-repeats", type=int, default=10,
+                        help="direct pipeline calls for pipeline_p50_s (0: skip the in-process measurements)")
     parser.add_argument("--download", action="store_true",
                         help="also fetch the four output images of every result, as a browser would")
     args = parser.parse_args()
@@ -172,6 +222,7 @@ def main() -> None:
         single_lat = [s for s, _ in single]
         single_err = [e for _, e in single if e]
         lat, errors, wall = run_clients(url, args.clients, args.requests, voice, photos, args.work)
+        inproc = measure_in_process(args, voice, photos, args.pipeline_repeats) if args.pipeline_repeats else {}
     finally:
         if proc is not None:
             proc.terminate()
@@ -194,6 +245,11 @@ def main() -> None:
     for e in sorted(set(errors + single_err))[:5]:
         print(f"error: {e}")
     ratio = c["p95_s"] / s["p50_s"]
+    overhead = s["p50_s"] / inproc["pipeline_p50_s"] if inproc else float("nan")
+    if inproc:
+        print(f"pipeline alone p50 {inproc['pipeline_p50_s']:.3f} s -> app overhead ratio {overhead:.2f} "
+              f"(target <= 1.25); live-microphone update p50 {inproc['stream_update_p50_s']:.3f} s "
+              f"(p95 {inproc['stream_update_p95_s']:.3f} s, {inproc['stream_updates']} updates; target p50 <= 0.5 s)")
     print(f"p95 / single p50 = {ratio:.2f} (target <= 3), errors {len(errors)} (target 0)")
     print(json.dumps({
         "clients": args.clients,
@@ -214,6 +270,10 @@ def main() -> None:
         "faces": args.faces,
         "audio_s": args.seconds,
         "downloads": DOWNLOAD,
+        "pipeline_p50_s": round(inproc["pipeline_p50_s"], 4) if inproc else None,
+        "app_overhead_ratio": round(overhead, 3) if inproc else None,
+        "stream_update_p50_s": round(inproc["stream_update_p50_s"], 4) if inproc else None,
+        "stream_update_p95_s": round(inproc["stream_update_p95_s"], 4) if inproc else None,
     }))
 
 

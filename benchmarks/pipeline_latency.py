@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from faa_core.checkpoint import load_checkpoint  # noqa: E402
 from faa_core.encoders import FaceEncoder, VoiceEncoder, resolve_weights  # noqa: E402
 from faa_core.model import FAAConfig, FAAModel  # noqa: E402
-from faa_core.pipeline import MatchPipeline  # noqa: E402
+from faa_core.pipeline import MATCH_MIN_FACE_SIZE, MatchPipeline  # noqa: E402
 
 SHARED_PHOTOS = ROOT.parent / "shared" / "data" / "media" / "photos"
 FACE_COUNTS = (1, 4, 8)
@@ -152,8 +152,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--no-overlap", action="store_true",
                         help="voice encoder after the face work instead of beside it (to measure what overlap buys)")
-    parser.add_argument("--min-face-size", type=int, default=None,
-                        help="MTCNN minimum face size in pixels of the detection copy (default: the encoder's)")
+    parser.add_argument("--min-face-size", type=int, default=MATCH_MIN_FACE_SIZE,
+                        help="MTCNN minimum face size in pixels of the detection copy (default: the pipeline's "
+                             f"{MATCH_MIN_FACE_SIZE}, as the app and CLI use; 20 = the encoder's full pyramid)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -164,8 +165,7 @@ def main() -> None:
     else:
         torch.manual_seed(0)
         model, card = FAAModel(FAAConfig()).eval(), {}
-    face_kwargs = {} if args.min_face_size is None else {"min_face_size": args.min_face_size}
-    face_enc, voice_enc = FaceEncoder(weights.face, **face_kwargs), VoiceEncoder(weights.voice)
+    face_enc, voice_enc = FaceEncoder(weights.face, min_face_size=args.min_face_size), VoiceEncoder(weights.voice)
     pipe = MatchPipeline(model, card, face_enc, voice_enc, weights, args.checkpoint or "FAAConfig()",
                          overlap_encoders=not args.no_overlap)
     pipe.warmup()

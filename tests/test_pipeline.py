@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -241,3 +242,41 @@ def test_result_json_is_always_valid_json(pipeline, speech_wav, face_image_path)
     assert out["faces"][0]["probability"] is None and out["faces"][0]["cosine"] is None
     assert out["timings_s"]["total"] is None
     assert json_safe({"a": [np.float32("nan"), 1.5, (2, np.float64(3.0))]}) == {"a": [None, 1.5, [2, 3.0]]}
+
+
+SHARED_MEDIA = Path(__file__).resolve().parents[2] / "shared" / "data" / "media"
+
+
+def _iou(a, b) -> float:
+    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.mark.skipif(not SHARED_MEDIA.is_dir(), reason="../shared/data/media is absent")
+def test_match_detector_keeps_every_face_of_the_real_photos(random_weights, face_encoder):
+    """The pipeline's smaller pyramid (MATCH_MIN_FACE_SIZE) finds every face the full one finds.
+
+    Tolerance: box IoU >= 0.8 with the full pyramid's box, face probability within 0.02,
+    no extra faces. Photos: the press photos and every 40th VoxCeleb face image.
+    """
+    from faa_core.encoders import FaceEncoder
+    from faa_core.media import load_image
+    from faa_core.pipeline import MATCH_MIN_FACE_SIZE
+
+    tuned = FaceEncoder(random_weights.face, min_face_size=MATCH_MIN_FACE_SIZE)
+    assert tuned.detector.min_face_size > face_encoder.detector.min_face_size
+    photos = sorted((SHARED_MEDIA / "photos").glob("*.jpg"))
+    photos += sorted((SHARED_MEDIA / "voxceleb_subset").rglob("*.jpg"))[::40]
+    assert len(photos) >= 4
+    faces = 0
+    for path in photos:
+        image = load_image(path)
+        ref, got = face_encoder.detect(image), tuned.detect(image)
+        assert len(got) == len(ref), path.name
+        for f in ref:
+            best = max(got, key=lambda g: _iou(f.box, g.box))
+            assert _iou(f.box, best.box) >= 0.8, path.name
+            assert best.probability == pytest.approx(f.probability, abs=0.02), path.name
+        faces += len(ref)
+    assert faces >= len(photos)  # every one of these photos shows a face
