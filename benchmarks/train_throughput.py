@@ -101,7 +101,7 @@ def time_kmeans(n_videos: int, dim: int, fraction: float, niter: int, backend: s
             "purity": cluster_purity(res.labels, ids), "nmi": nmi(res.labels, ids)}
 
 
-def kmeans_world_quality(train_videos: int, fraction: float, niter: int, work: Path) -> list[dict[str, float]]:
+def kmeans_world_quality(train_videos: int, fraction: float, niter: int) -> list[dict[str, float]]:
     """Exact vs fast k-means on the pooled 704-d globals of a real-dims synthetic world (truth: identities)."""
     from training.synth import get_preset
     from training.synth.layout import make_layout
@@ -174,7 +174,7 @@ def main(argv=None) -> int:
             km.append(r)
             print(f"{r['videos']:8d} {r['k']:6d} {r['dim']:4d} {r['niter']:5d} {r['used']:>9s} {r['seconds']:9.2f} "
                   f"{r['purity']:6.3f} {r['nmi']:6.3f}", flush=True)
-    wq = kmeans_world_quality(args.kmeans_world, cl["start_fraction"], cl["niter"], work) if args.kmeans_world else []
+    wq = kmeans_world_quality(args.kmeans_world, cl["start_fraction"], cl["niter"]) if args.kmeans_world else []
     for r in wq:
         print(f"world {r['videos']:6d} videos k {r['k']:5d} {r['backend']:>6s} {r['seconds']:7.2f} s "
               f"purity {r['purity']:.3f} NMI {r['nmi']:.3f}")
