@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -319,7 +320,7 @@ def _decode_audio_bytes(data: bytes, label: str, max_seconds: float = MAX_DECODE
                     f"audio {label} lasts more than {max_seconds:.0f} s, the limit"
                 )
     except sf.LibsndfileError as exc:
-        text = str(exc)
+        text = re.sub(r"Error opening <[^>]*>: ", "", str(exc))  # the in-memory buffer's repr says nothing
         if "Format not recognised" in text or "unknown format" in text.lower():
             raise UnsupportedMediaError(
                 f"audio {label} is not a format soundfile can read (WAV, FLAC, OGG, MP3): {text}"

@@ -203,7 +203,9 @@ class MatchPipeline:
     def prepare_audio(self, audio: Any) -> Audio:
         """Read and check a recording (path, bytes, (rate, array) or ``Audio``)."""
         if not isinstance(audio, Audio):
-            audio = load_audio(audio, name="the recording", max_seconds=self.max_audio_s)
+            # a caller's own path names the file in messages (the app passes decoded audio, never its temp paths)
+            name = os.fspath(audio) if isinstance(audio, (str, os.PathLike)) else "the recording"
+            audio = load_audio(audio, name=name, max_seconds=self.max_audio_s)
         return check_audio(audio, "the recording", self.min_audio_s, self.max_audio_s)
 
     def detect(
