@@ -197,7 +197,7 @@ def test_full_faa_beats_no_diverse_positives_and_a_second_caller_waits(server, t
         assert summary["phase"] == "done" and summary["switches_off"] == off
         assert summary["world"] == "tiny" and summary["method"] == "FAA" and summary["seed"] == 0
         assert summary["rounds"] == 8 and 0 < summary["seconds"] < 180
-        assert {"verify_v2f_test", "verify_f2v_test", "match_v2f_2_val", "reterival_v2f_test"} <= set(summary["test"])
+        assert {"verify_v2f_test", "verify_f2v_test", "match_v2f_2_test", "reterival_v2f_test"} <= set(summary["test"])
         assert summary["oracle_val_auc"] > 0.85
     print(f"\nfull FAA: val AUC {first['val_auc']:.3f} in {first['seconds']} s (untrained {first['untrained_val_auc']:.3f}, "
           f"oracle {first['oracle_val_auc']:.3f}); without diverse positives {second['val_auc']:.3f} in {second['seconds']} s")

@@ -161,7 +161,7 @@ def test_lists_parse_with_wen_reader(tiny):
     assert set(proto.verification) == {
         "verify_v2f_test", "verify_f2v_test", "verify_g_v2f_test", "verify_g_f2v_test", "verify_v2f_val"
     }
-    assert set(proto.matching) == {"match_v2f_2_val", "match_f2v_2_val", "match_g_v2f_2_val", "match_g_f2v_2_val"}
+    assert set(proto.matching) == {"match_v2f_2_test", "match_f2v_2_test", "match_g_v2f_2_test", "match_g_f2v_2_test"}
     assert set(proto.retrieval) == {"reterival_v2f_test", "reterival_f2v_test"}
     assert len(proto.identities) == 40
     test_v = set(tiny.voice.ids[tiny.voice.select("test")])
@@ -254,7 +254,7 @@ def test_oracle_is_a_ceiling_below_one(tiny):
     auc_all = verification_auc(mat, labels)
     assert 0.8 < auc_all < 0.98, auc_all
     np.testing.assert_allclose(mat[3, :5], oracle_scores(tiny, tiny.voice.ids[v[[3] * 5]], tiny.face.ids[f[:5]]), rtol=1e-4, atol=1e-4)
-    m = proto.matching["match_v2f_2_val"]
+    m = proto.matching["match_v2f_2_test"]
     acc = matching_accuracy(oracle_scores(tiny, m.queries, m.positives), oracle_scores(tiny, m.queries, m.negatives))
     assert 0.7 < acc < 1.0
     report = tiny.truth.oracle

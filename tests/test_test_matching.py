@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +63,46 @@ def test_real_protocol_gives_test_lists_disjoint_from_validation_identities() ->
     assert len(m) > 10_000
     assert {proto.identity_of_voice(q) for q in m.queries} <= test_ids
     assert {proto.identity_of_face(n) for n in m.negatives} <= test_ids
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A tiny world and its untrained FAA model (max_rounds=0): enough to score every list."""
+    from training.config import load_config
+    from training.loop.trainer import Trainer
+    from training.synth import build_world
+
+    root = tmp_path_factory.mktemp("tm")
+    build_world(preset="tiny", seed=0, out=root / "world")
+    cfg = load_config(["faa", "small"], ["schedule.max_rounds=0", "validation.trials=200"])
+    Trainer(cfg, root / "world", root / "run", progress=False).train()
+    return root / "world", root / "run" / "best"
+
+
+def test_report_labels_splits_of_a_world(tiny_checkpoint, tmp_path: Path) -> None:
+    from training.eval.evaluate import evaluate
+
+    world, ckpt = tiny_checkpoint
+    report = evaluate(str(ckpt), world, tmp_path / "eval", scoring="cosine", with_oracle=False)
+    splits = {name: e["split"] for name, e in report["lists"].items()}
+    assert splits["match_v2f_2_test"] == splits["verify_g_f2v_test"] == splits["reterival_v2f_test"] == "test"
+    assert {e["origin"] for e in report["lists"].values()} == {"protocol files"}  # the world has test lists
+    assert "| match_v2f_2_test | test |" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_published_style_val_lists_are_marked_and_test_lists_generated(tiny_checkpoint, tmp_path: Path) -> None:
+    """A Wen protocol with only ``*_2_val`` matching lists (as published) gets generated test lists."""
+    from training.eval.evaluate import evaluate
+
+    world, ckpt = tiny_checkpoint
+    proto = tmp_path / "protocol"
+    shutil.copytree(world / "protocol", proto)
+    for f in proto.glob("match_*_2_test.txt"):
+        f.rename(f.with_name(f.name.replace("_2_test", "_2_val")))
+    report = evaluate(str(ckpt), world, tmp_path / "eval", protocol_dir=proto, scoring="cosine", with_oracle=False)
+    lists = report["lists"]
+    assert lists["match_v2f_2_val"]["split"] == "val" and lists["match_v2f_2_val"]["origin"] == "protocol files"
+    for name in ("match_v2f_2_test", "match_f2v_2_test", "match_g_v2f_2_test", "match_g_f2v_2_test"):
+        assert lists[name]["split"] == "test" and lists[name]["origin"].startswith("generated")
+    assert lists["match_v2f_2_test"]["trials"] == 2 * lists["reterival_v2f_test"]["voices"]
+    assert "| match_v2f_2_val | val |" in (tmp_path / "eval" / "report.md").read_text()

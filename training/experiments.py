@@ -43,8 +43,8 @@ from training.config import CONFIG_DIR, load_config
 COLUMNS = (
     ("verif. AUC", ("verify_v2f_test", "verify_f2v_test")),
     ("verif. AUC (G)", ("verify_g_v2f_test", "verify_g_f2v_test")),
-    ("1:2 match", ("match_v2f_2_val", "match_f2v_2_val")),
-    ("1:2 match (G)", ("match_g_v2f_2_val", "match_g_f2v_2_val")),
+    ("1:2 match", ("match_v2f_2_test", "match_f2v_2_test")),
+    ("1:2 match (G)", ("match_g_v2f_2_test", "match_g_f2v_2_test")),
     ("retrieval mAP", ("reterival_v2f_test", "reterival_f2v_test")),
 )
 ATTENTION_LIST = "verify_v2f_test"

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
+import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 import torch
@@ -37,6 +39,7 @@ from training.loop.data import open_features
 from training.eval.item_ids import LegacyIdSource
 from training.eval.one_to_n import evaluate_one_to_n
 from training.eval.scoring import embed_items, fusion_probabilities, score_pairs
+from training.eval.test_matching import ORIGIN as TEST_MATCHING_ORIGIN, wen_test_matching
 
 PairScorer = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (voice items, face items) -> scores
 DUMP_RETRIEVAL_MAX = 5000
@@ -343,15 +346,33 @@ def oracle_scorer(data_dir: Path, voice, face, kind: str = "oracle"):
     return pairs, retrieval
 
 
+_VAL_NAME = re.compile(r"(^|_)val(_|$)")
+
+
+def label_splits(lists: dict[str, Any], generated: Iterable[str] = ()) -> None:
+    """Mark every report entry with the identities it is on (``split``) and where its trials came from.
+
+    A list on validation identities (``*_val``) measures the data that picked the best round, so
+    it must never pass for a test number; lists this project generated say so (``origin``).
+    """
+    generated = set(generated)
+    for name, entry in lists.items():
+        entry["split"] = "val" if _VAL_NAME.search(name) else "test"
+        entry["origin"] = f"generated ({TEST_MATCHING_ORIGIN})" if name in generated else "protocol files"
+
+
 def write_markdown(report: dict[str, Any], path: Path) -> None:
     lines = [f"# Evaluation: {report['protocol']} ({report['scoring']} scoring)", "",
              f"checkpoint `{report['checkpoint']}`, data `{report['data']}`", "",
-             "| list | task | metric | trials | model | oracle |", "|---|---|---|---|---|---|"]
+             "Lists on `val` identities are the ones that chose the best round: validation numbers, not "
+             "test numbers. `generated` lists are this project's (seeded), not published ones.", "",
+             "| list | split | task | metric | trials | model | oracle |", "|---|---|---|---|---|---|---|"]
     oracle = report.get("oracle", {}).get("lists", {})
     for name, e in report["lists"].items():
         trials = e.get("trials", f"{e.get('voices')}x{e.get('faces')}")
         o = oracle.get(name, {}).get("value")
-        lines.append(f"| {name} | {e['task']} | {e['metric']} | {trials} | {e['value']:.4f} | "
+        split = e.get("split", "") + (" (generated)" if str(e.get("origin", "")).startswith("generated") else "")
+        lines.append(f"| {name} | {split} | {e['task']} | {e['metric']} | {trials} | {e['value']:.4f} | "
                      f"{'' if o is None else f'{o:.4f}'} |")
     path.write_text("\n".join(lines) + "\n")
 
@@ -394,6 +415,10 @@ def evaluate(
     model, card = load_checkpoint(checkpoint)
     src = open_features(data_dir)
     proto = find_protocol(data_dir, protocol, Path(protocol_dir) if protocol_dir else None)
+    # Wen 2021 publishes 1:2 matching on validation identities only: add this project's test lists
+    generated = {k: v for k, v in wen_test_matching(proto).items() if k not in proto.matching}
+    if generated:
+        proto = dataclasses.replace(proto, matching={**proto.matching, **generated})
     # lists may name items by the first VoxCeleb1 release's paths (Nagrani et al.'s verification lists)
     voice, face = LegacyIdSource(src["voice"], "voice", proto), LegacyIdSource(src["face"], "face", proto)
     scorer = ModelScorer(model, voice, face, scoring, rerank_k)
@@ -414,6 +439,7 @@ def evaluate(
     )
     lists.update(evaluate_one_to_n(Path(protocol_dir) if protocol_dir else data_dir / "protocol",
                                    voice, face, scorer.pairs, log))
+    label_splits(lists, generated)
     report: dict[str, Any] = {
         "checkpoint": str(checkpoint), "data": str(data_dir), "protocol": proto.name,
         "scoring": scoring, "rerank_k": rerank_k if scoring != "cosine" else 0,

@@ -24,6 +24,7 @@ from faa_core.protocols import MatchingList, Protocol
 
 TRIALS_PER_QUERY = 2
 DEFAULT_SEED = 0
+ORIGIN = f"training.eval.test_matching, seed {DEFAULT_SEED}"
 
 
 def _gallery(protocol: Protocol) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

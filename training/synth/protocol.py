@@ -206,8 +206,8 @@ def write_world_lists(manifest: WorldLayout, spec: WorldSpec, seed: int, out: Pa
     """Wen 2021 format lists of an unbound world into ``out``.
 
     Test split: ``verify_{v2f,f2v}_test``, ``verify_g_{v2f,f2v}_test`` (negatives
-    of the same gender-like trait), ``match_{v2f,f2v}_2_val`` and
-    ``match_g_{v2f,f2v}_2_val`` (Wen's file names; here on the test split),
+    of the same gender-like trait), ``match_{v2f,f2v}_2_test`` and
+    ``match_g_{v2f,f2v}_2_test`` (Wen's triplet format; on the test split, hence ``test``),
     ``reterival_{v2f,f2v}_test``. Val split: ``verify_v2f_val`` for model
     selection. Plus ``vox1_{train,val,test}.csv``.
     """
@@ -240,7 +240,7 @@ def write_world_lists(manifest: WorldLayout, spec: WorldSpec, seed: int, out: Pa
         qmod, cmod = ("voice", "face") if direction == "v2f" else ("face", "voice")
         t = np.array(test["match"][key], dtype=np.int64).reshape(-1, 3)
         matching.append(
-            MatchingList(f"match_{key}_2_val", direction, ids[qmod][t[:, 0]], ids[cmod][t[:, 1]], ids[cmod][t[:, 2]])
+            MatchingList(f"match_{key}_2_test", direction, ids[qmod][t[:, 0]], ids[cmod][t[:, 1]], ids[cmod][t[:, 2]])
         )
     rv, rf = test["retrieval"]
     retrieval = [
