@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from faa_core.protocols import read_wen2021
+from training.features import FeatureStore
 from training.loop.data import open_features
 from training.ingest.import_sl import (
     SLFormatError,
@@ -145,6 +146,11 @@ def test_store_holds_every_embedding_with_identities_videos_and_splits(release, 
     i = face.index(f"{release['names'][9]}/00000001.jpg")[0]
     assert (face.videos[i], face.identities[i]) == ("", release["vids"][9])
     assert imported["summary"]["train_items_in_eval"] == {}
+    # the features were made by SL's encoders, whose weight files are unknown: the store says so
+    enc = FeatureStore(imported["store"]).source["encoders"]
+    assert enc["voice"]["name"] == "Self-Lifting's ECAPA-TDNN (SpeechBrain's architecture) retrained on VoxCeleb2"
+    assert enc["voice"]["weights_id"].startswith("unknown: Self-Lifting's own ECAPA-TDNN checkpoint")
+    assert enc["face"]["weights_id"].startswith("unknown: Self-Lifting's face pipeline")
 
 
 def test_lists_are_wen_format_and_keep_sls_trials(release, imported):
@@ -180,6 +186,9 @@ def test_train_and_evaluate_global_only_on_the_import(imported, tmp_path):
     card = json.loads((run / "best" / "config.json").read_text())
     assert card["trained_on"]["config"]["model"]["use_tokens"] is False
     assert card["trained_on"]["synthetic"] is False
+    # the card names SL's encoders, so faa_core refuses it with this package's encoders
+    assert card["encoders"]["voice"]["weights"].startswith("SL's ECAPA (VoxCeleb2)")
+    assert card["encoders"]["voice"]["weights_id"].startswith("unknown: Self-Lifting's own ECAPA-TDNN")
     report = evaluate(str(run / "best"), imported["store"], tmp_path / "eval", rerank_k=3)
     assert json.loads((tmp_path / "eval" / "report.json").read_text())["lists"].keys() == report["lists"].keys()
     assert {"verify_v2f_sl_test", "match_v2f_sl_test", "reterival_f2v_sl_test_2"} <= set(report["lists"])
@@ -291,3 +300,13 @@ def test_readers_accept_the_plausible_shapes():
         read_matching([("a/v/1.wav", "A/1.jpg")], "m.pkl", kind)
     with pytest.raises(SLFormatError, match=r"v\.pkl: expected verification trials.*found dict with 2 keys"):
         read_verification({"x": 1, "y": 2}, "v.pkl", kind)
+
+
+def test_an_oversized_embedding_is_refused_with_its_path():
+    """A vector far beyond SL's 512/192 dimensions is not an embedding (the pickle-bomb shape)."""
+    from training.ingest.sl_release import MAX_EMBEDDING_DIM, SLFormatError, _embeddings
+
+    ok = _embeddings({"a/1.jpg": np.ones(512)}, "face_input.pkl")
+    assert ok["a/1.jpg"].shape == (512,)
+    with pytest.raises(SLFormatError, match=r"'a/2\.jpg' is a 4097-d vector; this reader accepts at most 4096"):
+        _embeddings({"a/2.jpg": [0.5] * (MAX_EMBEDDING_DIM + 1)}, "face_input.pkl")

@@ -51,6 +51,10 @@ def find_sl_root(sl_dir: str | Path) -> Path:
     )
 
 
+#: SL's vectors are 512-d (face) and 192-d (voice); anything far larger is not an embedding.
+MAX_EMBEDDING_DIM = 4096
+
+
 def _embeddings(obj: Any, name: str) -> dict[str, np.ndarray]:
     """path -> L2-normalised float32 vector; every vector of one file has one length.
 
@@ -69,6 +73,9 @@ def _embeddings(obj: Any, name: str) -> dict[str, np.ndarray]:
             vec = np.asarray(value, dtype=np.float32).reshape(-1)
         except (TypeError, ValueError):
             raise SLFormatError(f"{name}: {key!r} -> {describe(value)} is not a numeric vector") from None
+        if vec.shape[0] > MAX_EMBEDDING_DIM:
+            raise SLFormatError(f"{name}: {key!r} is a {vec.shape[0]}-d vector; this reader accepts at most "
+                                f"{MAX_EMBEDDING_DIM} (SL's are 512 and 192): the file is not SL's release")
         if dim is None:
             dim = vec.shape[0]
         if vec.shape[0] != dim or dim == 0:
