@@ -10,7 +10,9 @@ counts, over all sampled (anchor, negative) pairs in both directions:
   make the match head look past that trait);
 * ``group_gender_purity``: how well the coarse groups of the ``group`` modes follow gender.
 
-    python benchmarks/negatives_audit.py --world W --checkpoint RUN/best [--batches 200]
+``hard_clean`` is ``hard`` without the columns ``faa_core.losses.likely_same_person`` flags.
+
+    python benchmarks/negatives_audit.py --world W --checkpoint RUN/best [--batches 200] [--group-share 0.5]
 
 Prints one JSON line per mode.
 """
@@ -30,21 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from faa_core.checkpoint import load_checkpoint  # noqa: E402
 from faa_core.clustering import dual_modality_pooling, kmeans  # noqa: E402
 from faa_core.losses import likely_same_person, sample_negatives  # noqa: E402
-from training.eval.scoring import embed_items  # noqa: E402
 from training.loop.data import PairSampler, VideoIndex  # noqa: E402
+from training.loop.negatives import NEGATIVES, coarse_groups, draw_negatives, uses_groups  # noqa: E402
 from training.synth import load_world  # noqa: E402
 
-MODES = ("uniform", "hard", "uniform_clean", "hard_clean", "group", "group_clean", "group_hard_clean")
-
-
-def coarse_groups(model, voice, face, index: VideoIndex, k: int, seed: int) -> np.ndarray:
-    """Per training video, a coarse group: k-means (k small) on pooled *aligned* embeddings."""
-    v = embed_items(model, voice, index.voice_video_items, "voice").numpy()
-    f = embed_items(model, face, index.face_video_items, "face").numpy()
-    keys, pooled = dual_modality_pooling(v, index.voice_video, f, index.face_video)
-    out = np.full(len(index), -1, dtype=np.int64)
-    out[np.asarray(keys, dtype=np.int64)] = kmeans(pooled, k, niter=20, seed=seed).labels
-    return out
+# the trainer's modes (pairs.negatives), plus hard negatives without the columns likely_same_person flags
+MODES = NEGATIVES + ("hard_clean",)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--start-fraction", type=float, default=0.15, help="clusters as a fraction of training videos")
-    p.add_argument("--groups", type=int, default=2, help="coarse groups of the group modes")
+    p.add_argument("--groups", type=int, default=2, help="coarse groups of the group modes (pairs.groups)")
+    p.add_argument("--group-share", type=float, default=0.5, help="pairs.group_share")
     p.add_argument("--z", type=float, default=3.0, help="likely_same_person outlier threshold")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -75,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     k = max(2, int(round(args.start_fraction * len(index))))
     labels = np.full(len(index), -1, dtype=np.int64)
     labels[np.asarray(keys, dtype=np.int64)] = kmeans(pooled, k, niter=20, seed=args.seed).labels
-    groups = coarse_groups(model, voice, face, index, args.groups, args.seed)
+    with torch.no_grad():
+        groups = coarse_groups(model, voice, face, index, args.groups, args.seed)
     # each video's truth, through its first voice item
     video_ident = v_ident[index.voice_sorted[index.voice_start]]
     purity = max(np.mean(gender[video_ident] == (groups == g)) for g in range(2)) if args.groups == 2 else None
@@ -85,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     # videos are drawn by PairSampler; to know each pair's video group we sample videos ourselves via labels
     counts = {m: np.zeros(3) for m in MODES}  # pairs, false negatives, same gender
-    scale = float(model.logit_scale.exp().clamp(max=100.0))
+    scale = float(model.logit_scale.detach().exp().clamp(max=100.0))
     item_video = np.full(len(voice), -1, dtype=np.int64)
     item_video[index.voice_video_items] = index.voice_video
     with torch.no_grad():
@@ -100,14 +95,12 @@ def main(argv: list[str] | None = None) -> int:
             excl = likely_same_person(bv, bf, z=args.z)
             vi, fi = v_ident[batch.voice_items], f_ident[batch.face_items]
             for mode in MODES:
-                s = sim if "hard" in mode else torch.zeros_like(sim)
-                kw = {}
-                if "clean" in mode:
-                    kw["exclude"] = excl
-                if mode.startswith("group"):
-                    kw["groups"] = grp
-                neg_f, ok_f = sample_negatives(s, lab, gen, **kw)
-                neg_v, ok_v = sample_negatives(s.T, lab, gen, **(dict(kw, exclude=excl.T) if "clean" in mode else kw))
+                if mode == "hard_clean":
+                    neg_f, ok_f = sample_negatives(sim, lab, gen, exclude=excl)
+                    neg_v, ok_v = sample_negatives(sim.T, lab, gen, exclude=excl.T)
+                else:
+                    neg_f, ok_f, neg_v, ok_v = draw_negatives(mode, sim, lab, gen, groups=grp if uses_groups(mode) else None,
+                                                              group_share=args.group_share)
                 a = np.concatenate([vi[ok_f.numpy()], fi[ok_v.numpy()]])
                 n = np.concatenate([fi[neg_f[ok_f].numpy()], vi[neg_v[ok_v].numpy()]])
                 counts[mode] += [len(a), np.sum(a == n), np.sum(gender[a] == gender[n])]
@@ -115,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         c = counts[mode]
         print(json.dumps({
             "mode": mode, "pairs": int(c[0]), "false_negative": round(c[1] / c[0], 4),
-            "same_gender": round(c[2] / c[0], 4), "clusters": k, "groups": args.groups,
+            "same_gender": round(c[2] / c[0], 4), "clusters": k, "groups": args.groups, "group_share": args.group_share,
             "group_gender_purity": None if purity is None else round(float(purity), 4),
         }))
     return 0

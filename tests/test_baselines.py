@@ -112,3 +112,66 @@ def test_group_modes_share() -> None:
         draw_negatives("group_hard", sim, labels, torch.Generator())
     with pytest.raises(ValueError, match="pairs.negatives must be one of"):
         draw_negatives("semi", sim, labels, torch.Generator())
+
+
+# -- through the trainer, on the tiny world ---------------------------------------------------------------
+FAST = ["optim.batch_size=32", "validation.trials=120", "model.d_model=32", "model.n_heads=2", "model.n_layers=1",
+        "model.proj_hidden=32", "model.embed_dim=16"]
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    from training.synth import build_world
+
+    out = tmp_path_factory.mktemp("world") / "tiny"
+    build_world(preset="tiny", seed=0, out=out)
+    return out
+
+
+def _rows(run) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_wen2021_reweights_then_trains_the_main_stage(tiny_world, tmp_path) -> None:
+    from training.config import load_config
+    from training.loop.trainer import Trainer
+
+    extra = FAST + ["schedule.steps_per_round=8", "schedule.max_rounds=4", "wen.reweight_steps=16", "wen.warmup_steps=4",
+                    "wen.update_every=4", "wen.lr_decay_steps_reweight=[8]", "wen.lr_decay_steps_main=[8]"]
+    tr = Trainer(load_config("wen2021", extra), tiny_world, tmp_path / "run", progress=False)
+    summary = tr.train()
+    assert summary["steps"] == 32 and summary["best_round"] >= 2  # only main-stage rounds (from step 16) can be best
+    cur = tr.parts.curriculum
+    assert cur.frozen and 0.5 <= cur.ratio < 1.0 and (cur.weights() == 0).any()
+    assert tr.optim.param_groups[0]["lr"] == pytest.approx(0.001)  # main stage, past its milestone at 8
+    assert all(np.isfinite(r["loss"]) for r in _rows(tmp_path / "run"))
+    with pytest.warns(UserWarning, match="main stage never starts"):
+        Trainer(load_config("wen2021", FAST + ["schedule.max_rounds=1"]), tiny_world, tmp_path / "short", progress=False)
+
+
+@pytest.mark.parametrize("objective", ["cca_supervised", "cca"])
+def test_cca_objectives_fit_once_and_evaluate_like_any_checkpoint(tiny_world, tmp_path, objective) -> None:
+    from training.config import load_config
+    from training.eval.evaluate import evaluate
+    from training.loop.trainer import Trainer
+
+    summary = Trainer(load_config(objective, FAST + ["cca.pca_dims=16", "cca.components=4"]), tiny_world,
+                      tmp_path / "run", progress=False).train()
+    assert summary["rounds"] == 1 and summary["steps"] == 0
+    (row,) = _rows(tmp_path / "run")
+    assert len(row["cca_correlations"]) == 4 and row["cca_labels"] >= 3
+    report = evaluate(str(tmp_path / "run" / "best"), tiny_world, tmp_path / "eval", scoring="cosine", with_oracle=False)
+    assert 0.0 <= report["lists"]["verify_v2f_test"]["value"] <= 1.0
+
+
+def test_group_negatives_train(tiny_world, tmp_path) -> None:
+    from training.config import load_config
+    from training.loop.trainer import Trainer
+
+    tr = Trainer(load_config("faa", FAST + ["schedule.steps_per_round=4", "schedule.max_rounds=2", "pairs.negatives=group_hard"]),
+                 tiny_world, tmp_path / "run", progress=False)
+    tr.train()
+    assert tr.video_groups is not None and set(np.unique(tr.video_groups[tr.video_groups >= 0])) == {0, 1}
+    assert all(np.isfinite(r["fvm"]) for r in _rows(tmp_path / "run"))

@@ -17,10 +17,11 @@ def test_every_objective_config_loads(name):
 
 
 def test_objective_rows_resolve_as_the_configs_used_to_say():
-    faa, sl, wen, sup = (load_config(n) for n in ("faa", "sl", "wen2021", "faa_supervised"))
+    faa, sl, wen, sup = (load_config(n) for n in ("faa", "sl", "wen2021_variant", "faa_supervised"))
     assert (faa["loss"]["fvc"], faa["loss"]["fvm"], faa["clustering"]["space"]) == ("infonce", True, "input")
     assert (sl["loss"]["fvc"], sl["loss"]["fvm"], sl["clustering"]["space"]) == ("multi_similarity", False, "learned")
     assert (wen["loss"]["fvc"], wen["loss"]["fvm"]) == ("wen_two_level", False)
+    assert (load_config("wen2021")["loss"]["fvc"], load_config("cca")["clustering"]["space"]) == ("wen2021", "input")
     assert (sup["loss"]["fvc"], sup["loss"]["fvm"]) == ("infonce", True)
     assert set(LOSSES) >= {row.loss for row in TABLE.values()}
 
@@ -114,5 +115,6 @@ def test_resolve_is_idempotent_and_fills_a_partial_config():
 def test_config_differences_list_each_changed_key():
     a = load_config("faa")
     b = load_config("faa", ["optim.lr=0.002", "pairs.hard_negatives=false"])
-    assert config_differences(a, b) == ["optim.lr: 0.001 -> 0.002", "pairs.hard_negatives: true -> false"]
+    assert config_differences(a, b) == ["optim.lr: 0.001 -> 0.002", "pairs.hard_negatives: true -> false",
+                                        "pairs.negatives: hard -> uniform"]  # resolved from hard_negatives
     assert config_differences(a, a) == []

@@ -26,6 +26,7 @@ import yaml
 from faa_core.model.config import FAAConfig
 from training.loop.objectives import OBJECTIVES as OBJECTIVE_TABLE
 from training.loop.objectives import LOSSES
+from training.loop.negatives import NEGATIVES
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 OBJECTIVES = tuple(OBJECTIVE_TABLE)
@@ -93,6 +94,13 @@ def optional(inner: Check) -> Check:
     return check
 
 
+def steps_list(v: Any) -> list[int]:
+    """A list of step counts >= 0 (learning-rate milestones)."""
+    if not isinstance(v, list) or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in v):
+        raise ValueError("must be a list of integers >= 0, e.g. [1000, 2000]")
+    return sorted(v)
+
+
 def _wanted(what: str, low: Any, high: Any, low_open: bool = False, high_open: bool = False) -> str:
     if low is not None and high is not None:
         return f"must be {what} in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
@@ -148,7 +156,33 @@ SCHEMA: dict[str, Any] = {
         "reweight_start_round": (2, integer(0)),
         "reweight_drop_fraction": (0.05, number(0, 1, high_open=True)),
     },
-    "pairs": {"diverse_positives": (True, flag), "hard_negatives": (True, flag)},
+    "pairs": {
+        "diverse_positives": (True, flag),
+        "hard_negatives": (True, flag),  # the ablation switch: false = uniform negatives (when negatives is null)
+        # FVM negatives (training/loop/negatives.py): uniform | hard | group | group_hard; null: hard_negatives decides
+        "negatives": (None, one_of(*NEGATIVES, null=True)),
+        "groups": (2, integer(2)),  # coarse groups of the group modes
+        "group_share": (0.5, number(0, 1, low_open=True)),  # share of anchors whose negative is drawn in-group
+    },
+    "wen": {  # wen2021: the constants of Wen et al.'s code (training/loop/wen2021.py)
+        "reweight_steps": (2400, integer(0)),  # the reweighting stage; the main stage follows
+        "warmup_steps": (500, integer(0)),  # every identity weighs 1 until the first curriculum update
+        "update_every": (100, integer(1)),
+        "initial_loss": (14.0, number()),  # the moving averages' start
+        "momentum": (0.9, number(0, 1, high_open=True)),
+        "start_fraction": (0.5, number(0, 1, low_open=True)),  # the first update keeps the easiest half
+        "add_fraction": (0.024, number(0, 1, low_open=True)),  # each later update adds the next-easiest 2.4%
+        "stop_fraction": (0.9, number(0, 1, low_open=True)),  # ... until 90% are in
+        "decay": (0.99, number(0, 1, low_open=True)),  # weights already in decay by this per update
+        "lr_decay": (0.1, number(0, 1, low_open=True)),
+        "lr_decay_steps_reweight": ([1000, 2000], steps_list),  # from the start of the run
+        "lr_decay_steps_main": ([2000, 3000], steps_list),  # from the start of the main stage
+    },
+    "cca": {  # cca, cca_supervised: regularised CCA (faa_core/linear.py)
+        "pca_dims": (64, integer(1)),
+        "components": (8, integer(1)),
+        "reg": (1.0, number(0, low_open=True)),  # ridge, as a fraction of each covariance's mean eigenvalue
+    },
     "validation": {"trials": (2000, integer(2)), "scoring": ("fusion", one_of("fusion", "cosine", "combined"))},
     # how a face and a voice are known to belong together: the same video (default), or, for the
     # supervised objectives on faces without videos (VGGFace1 photos), the same identity
@@ -219,6 +253,8 @@ def resolve_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     elif loss["fvm"] and not obj.trains_fvm:
         raise ConfigError(f"loss.fvm=true: objective {obj.name} does not train the match head (FVM); "
                           "remove the override or use faa / faa_supervised")
+    if out["pairs"]["negatives"] is None:
+        out["pairs"]["negatives"] = "hard" if out["pairs"]["hard_negatives"] else "uniform"
     if out["clustering"]["space"] is None and not obj.supervised:
         out["clustering"]["space"] = obj.clustering_space
     if out["data"]["link"] == "identity" and not obj.supervised:

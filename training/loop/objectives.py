@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from faa_core.losses import IdentityReweighter, fvc_infonce, fvc_multi_similarity, wen_variant_loss
+from training.loop.wen2021 import Wen2021Parts
 
 
 # -- what an objective adds to the model ------------------------------------------------------------
@@ -45,7 +46,7 @@ class Parts:
 
 
 class WenParts(Parts):
-    """Wen 2021: an identity classifier shared by both modalities (trained) and the identity reweighter (state)."""
+    """The project's Wen variant: a shared identity classifier (trained) and the variant's reweighter (state)."""
 
     def __init__(self, cfg: Mapping[str, Any], identities: np.ndarray, embed_dim: int, device: torch.device) -> None:
         super().__init__(cfg, identities, embed_dim, device)
@@ -93,6 +94,14 @@ def _wen_two_level(v: torch.Tensor, f: torch.Tensor, labels: torch.Tensor, x: Lo
     return loss
 
 
+def _wen2021(v: torch.Tensor, f: torch.Tensor, labels: torch.Tensor, x: LossInput) -> torch.Tensor:
+    return x.parts.loss(v, f, labels, x.extra)  # type: ignore[attr-defined]
+
+
+def _fitted(v: torch.Tensor, f: torch.Tensor, labels: torch.Tensor, x: LossInput) -> torch.Tensor:
+    raise RuntimeError("a fitted objective (cca, cca_supervised) takes no optimiser steps")
+
+
 @dataclass(frozen=True)
 class BatchLoss:
     """A batch-global loss on the aligned embeddings of one step."""
@@ -106,6 +115,8 @@ LOSSES: dict[str, BatchLoss] = {
     "infonce": BatchLoss(_infonce, "fvc", True),
     "multi_similarity": BatchLoss(_multi_similarity, "fvc", False),
     "wen_two_level": BatchLoss(_wen_two_level, "wen", False),  # the project's variant of Wen 2021 (wen_variant_loss)
+    "wen2021": BatchLoss(_wen2021, "wen", False),  # Wen 2021 as their code computes it (training/loop/wen2021.py)
+    "cca": BatchLoss(_fitted, "cca", False),  # the linear baselines are fitted, not stepped
 }
 
 
@@ -121,6 +132,10 @@ class Objective:
     ``losses`` those ``loss.fvc`` may choose instead. ``trains_fvm``: the match
     head is trained (FVM) unless ``loss.fvm=false``, and then fusion scores
     validation; objectives without it refuse ``loss.fvm=true``.
+    ``raw_embeddings``: the batch loss gets the projection heads' outputs before
+    L2 normalisation (Wen's classifier). ``fitted``: no optimiser steps; the
+    round's labels are used once to fit the heads in closed form
+    (``training/loop/linear_fit.py``), validated, and the run ends.
     """
 
     name: str
@@ -131,6 +146,8 @@ class Objective:
     trains_fvm: bool
     clustering_space: Optional[str] = None
     parts: type[Parts] = Parts
+    raw_embeddings: bool = False
+    fitted: bool = False
 
 
 OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
@@ -142,8 +159,17 @@ OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
               clustering_space="learned"),
     Objective("faa_supervised", "FAA with the true identities instead of pseudo-labels (its ceiling)",
               supervised=True, loss="infonce", losses=("infonce", "multi_similarity"), trains_fvm=True),
-    Objective("wen2021", "Wen et al. 2021: two-level modality alignment with identity reweighting (supervised)",
+    Objective("wen2021", "Wen et al. 2021 as their code trains it: shared classifier + cross logit, curriculum "
+              "reweighting stage then a main stage with frozen weights (supervised)",
+              supervised=True, loss="wen2021", losses=("wen2021",), trains_fvm=False, parts=Wen2021Parts,  # type: ignore[arg-type]
+              raw_embeddings=True),
+    Objective("wen2021_variant", "this project's variant of Wen 2021: scaled cosine classifier + multi-positive "
+              "InfoNCE, hard identities weighted up (supervised)",
               supervised=True, loss="wen_two_level", losses=("wen_two_level",), trains_fvm=False, parts=WenParts),
+    Objective("cca_supervised", "linear baseline: regularised CCA on identity-mean frozen features, cosine scoring",
+              supervised=True, loss="cca", losses=("cca",), trains_fvm=False, fitted=True),
+    Objective("cca", "linear baseline: regularised CCA on pseudo-identity means (FAA's first clustering), cosine scoring",
+              supervised=False, loss="cca", losses=("cca",), trains_fvm=False, clustering_space="input", fitted=True),
 )}
 
 

@@ -42,7 +42,6 @@ from tqdm import tqdm
 from faa_core.checkpoint import default_encoders, save_checkpoint
 from faa_core.clustering import ProgressiveClusterSchedule, cluster_purity, dual_modality_pooling, kmeans, nmi
 from faa_core.fileio import atomic_torch_save, atomic_write_json
-from faa_core.losses import sample_hard_negatives
 from faa_core.metrics import verification_auc
 from faa_core.model import FAAConfig, FAAModel
 
@@ -50,6 +49,8 @@ from training.cli import UserError
 from training.config import config_differences, resolve_config
 from training.loop import distributed as dist_utils
 from training.loop.data import IdentityLinked, PairBatch, PairSampler, VideoIndex, open_features
+from training.loop.linear_fit import fit_linear_baseline
+from training.loop.negatives import coarse_groups, draw_negatives, uses_groups
 from training.loop.objectives import LOSSES, OBJECTIVES, LossInput
 from training.eval.scoring import embed_items, item_tokens, score_pairs, verification_trials
 
@@ -183,6 +184,9 @@ class Trainer:
         torch.manual_seed(cfg["seed"])
         self.model = FAAModel(model_config(cfg, self.voice, self.face)).to(self.device)
         self.parts = self.objective.parts(cfg, self.identity, self.model.config.embed_dim, self.device)
+        self.video_groups: Optional[np.ndarray] = None  # coarse group per training video (pairs.negatives=group*)
+        self.voice_item_video = np.full(len(self.voice), -1, dtype=np.int64)  # voice item -> its training video
+        self.voice_item_video[self.index.voice_video_items] = self.index.voice_video
         self.extra = torch.nn.ParameterDict(self.parts.parameters)
         params = list(self.model.parameters()) + list(self.extra.parameters())
         o = cfg["optim"]
@@ -389,6 +393,9 @@ class Trainer:
 
     def step(self, batch: PairBatch, gen: torch.Generator, rnd: int) -> dict[str, float]:
         """One optimiser step on ``batch``; the logged values (whole-step values, or this rank's shares under DDP)."""
+        before_step = getattr(self.parts, "before_step", None)  # e.g. Wen 2021's stages and learning rates
+        if before_step is not None:
+            before_step(self)
         if self._ddp is not None:
             loss, out = self._ddp(batch, gen, rnd)
         else:
@@ -408,17 +415,16 @@ class Trainer:
         loss = spec.fn(v_emb, f_emb, labels, LossInput(self.model, self.cfg["loss"], self.extra, self.parts, rnd))
         return loss, {spec.log: float(loss.detach())}
 
-    def _hard_negatives(self, v_emb, f_emb, labels, gen) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(a negative face per voice, its validity, a negative voice per face, its validity)."""
+    def _hard_negatives(self, batch: PairBatch, v_emb, f_emb, labels, gen) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(a negative face per voice, its validity, a negative voice per face, its validity): ``pairs.negatives``."""
+        p = self.cfg["pairs"]
         with torch.no_grad():
-            if self.cfg["pairs"]["hard_negatives"]:
-                sim = self.model.logit_scale.exp().clamp(max=100.0) * v_emb @ f_emb.T
-            else:
-                sim = torch.zeros(len(labels), len(labels))
+            sim = self.model.logit_scale.exp().clamp(max=100.0) * v_emb @ f_emb.T
             sim, labels = sim.cpu(), labels.cpu()  # drawn with the CPU generator: the same on any device
-            neg_f, ok_f = sample_hard_negatives(sim, labels, gen)
-            neg_v, ok_v = sample_hard_negatives(sim.T, labels, gen)
-        return neg_f, ok_f, neg_v, ok_v
+            groups = None
+            if uses_groups(p["negatives"]):
+                groups = torch.from_numpy(self.video_groups[self.voice_item_video[batch.voice_items]])
+            return draw_negatives(p["negatives"], sim, labels, gen, groups=groups, group_share=p["group_share"])
 
     def _forward_sharded(self, batch: PairBatch, gen: torch.Generator, rnd: int) -> tuple[torch.Tensor, dict[str, float]]:
         """This rank's loss to back-propagate, ``G + W * M_r`` (see ``training/distributed.py``), and its logged shares.
@@ -432,7 +438,10 @@ class Trainer:
         w, (lo, hi), model = self.world, self._rows(batch), self.model
         vg = self._to_device(self.voice.globals(batch.voice_items[lo:hi]))
         fg = self._to_device(self.face.globals(batch.face_items[lo:hi]))
-        v_emb, f_emb = model.embed_voice(vg), model.embed_face(fg)
+        if self.objective.raw_embeddings:  # the heads' outputs before L2 normalisation (Wen's classifier)
+            v_emb, f_emb = model.heads.shared(model.heads.voice_in(vg)), model.heads.shared(model.heads.face_in(fg))
+        else:
+            v_emb, f_emb = model.embed_voice(vg), model.embed_face(fg)
         if w > 1:
             v_emb = dist_utils.all_gather_cat(v_emb, self._gather_group)
             f_emb = dist_utils.all_gather_cat(f_emb, self._gather_group)
@@ -462,7 +471,7 @@ class Trainer:
         touches and the encoder gathers them per pair.
         """
         model, mc, (lo, hi) = self.model, self.model.config, self._rows(batch)
-        neg_f, ok_f, neg_v, ok_v = self._hard_negatives(v_emb, f_emb, labels, gen)
+        neg_f, ok_f, neg_v, ok_v = self._hard_negatives(batch, v_emb, f_emb, labels, gen)
         n = len(labels)
         total = n + int(ok_f.sum()) + int(ok_v.sum())
         mine = torch.zeros(n, dtype=torch.bool)
@@ -514,10 +523,18 @@ class Trainer:
             rng = np.random.default_rng([seed, rnd])
             gen = torch.Generator().manual_seed(seed * 100_003 + rnd)
             labels, stats = dist_utils.on_main_then_broadcast(lambda: self.round_labels(rnd))
+            steps = sched["steps_per_round"]
+            if self.objective.fitted:  # closed form on this round's labels, then validate once
+                stats.update(fit_linear_baseline(self.model, self.voice, self.face, self.index, labels, cfg))
+                steps = 0
+                self.state["done"] = True
+            if self.uses_fvm and uses_groups(cfg["pairs"]["negatives"]):
+                self.video_groups = dist_utils.on_main_then_broadcast(lambda: coarse_groups(
+                    self.model, self.voice, self.face, self.index, cfg["pairs"]["groups"], seed * 1000 + rnd + 17))
             sampler = PairSampler(self.index, labels, bool(cfg["pairs"]["diverse_positives"]))
             self.model.train()
             sums: dict[str, float] = {}
-            bar = tqdm(range(sched["steps_per_round"]), desc=f"round {rnd}", disable=not self.progress, leave=False)
+            bar = tqdm(range(steps), desc=f"round {rnd}", disable=not self.progress, leave=False)
             for _ in bar:
                 out = self.step(sampler.sample(cfg["optim"]["batch_size"], rng), gen, rnd)
                 for k, v in out.items():
@@ -537,7 +554,7 @@ class Trainer:
                 self.schedule.step(val["val_auc"])
             record = {
                 "round": rnd, "step": self.state["step"], **stats,
-                **{k: v / sched["steps_per_round"] for k, v in sums.items()}, **val,
+                **{k: v / max(steps, 1) for k, v in sums.items()}, **val,
                 "logit_scale": self.model.logit_scale.exp().item(), "improved": improved,
                 "seconds": round(time.perf_counter() - t0, 3),
             }

@@ -21,6 +21,7 @@ code does.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Mapping
 
 import numpy as np
@@ -50,6 +51,12 @@ class Wen2021Parts:
         self.parameters: dict[str, torch.nn.Parameter] = {"classifier": torch.nn.Parameter(_xavier(n_id, embed_dim, device))}
         self.curriculum = WenCurriculum(n_id, **{k: self.cfg[k] for k in CURRICULUM_KEYS})
         self.step = 0
+        sched = cfg.get("schedule")
+        if sched and sched["max_rounds"] * sched["steps_per_round"] <= int(self.cfg["reweight_steps"]):
+            warnings.warn(
+                f"wen2021: the run's {sched['max_rounds'] * sched['steps_per_round']} steps end inside Wen's reweighting "
+                f"stage (wen.reweight_steps={self.cfg['reweight_steps']}), so the main stage never starts; raise "
+                "schedule.max_rounds or lower wen.reweight_steps", stacklevel=2)
 
     @property
     def stage(self) -> str:
