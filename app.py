@@ -119,11 +119,15 @@ def load_models(
     weights: str | os.PathLike = "pretrained",
     device: str = "cpu",
     warmup: bool = True,
+    allow_encoder_mismatch: bool = False,
 ) -> tuple[Any, AppInfo]:
     """Load the checkpoint and encoders once; fall back to random encoders when pretrained ones are missing.
 
     Only ``weights="pretrained"`` falls back (an explicit folder that lacks the
-    files is a configuration mistake and fails). Checkpoint errors always fail.
+    files is a configuration mistake and fails). Checkpoint errors always fail,
+    and so does a checkpoint trained on other encoders' features than the loaded
+    ones (also after the fallback) unless ``allow_encoder_mismatch``, which puts
+    the reason in the banner.
     """
     from faa_core.errors import WeightsUnavailableError
     from faa_core.pipeline import MatchPipeline
@@ -131,13 +135,15 @@ def load_models(
     t0 = time.perf_counter()
     weights_error = None
     try:
-        pipeline = MatchPipeline.from_checkpoint(checkpoint, weights=weights, device=device)
+        pipeline = MatchPipeline.from_checkpoint(checkpoint, weights=weights, device=device,
+                                                 allow_encoder_mismatch=allow_encoder_mismatch)
     except WeightsUnavailableError as exc:
         if str(weights) != "pretrained":
             raise
         weights_error = str(exc)
         log.warning("pretrained encoder weights unavailable, starting on random encoders: %s", exc)
-        pipeline = MatchPipeline.from_checkpoint(checkpoint, weights="random", device=device)
+        pipeline = MatchPipeline.from_checkpoint(checkpoint, weights="random", device=device,
+                                                 allow_encoder_mismatch=allow_encoder_mismatch)
     if warmup:
         pipeline.warmup()
     load_s = time.perf_counter() - t0
@@ -538,6 +544,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="encoder weights: pretrained (download/cache; falls back to random with a warning), "
              "random (development only) or a folder holding both weight files",
     )
+    parser.add_argument(
+        "--allow-encoder-mismatch", action="store_true",
+        help="serve a checkpoint trained on features of other encoder weights than --weights (banner warns)",
+    )
     parser.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1, or $GRADIO_SERVER_NAME)")
     parser.add_argument("--port", type=int, default=None, help="port (default 7860, or $GRADIO_SERVER_PORT)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when present; cuda:LOCAL_RANK)")
@@ -571,7 +581,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from faa_core.errors import FAAError
 
     try:
-        pipeline, info = load_models(args.checkpoint, args.weights, str(pick_device(args.device)))
+        pipeline, info = load_models(args.checkpoint, args.weights, str(pick_device(args.device)),
+                                     allow_encoder_mismatch=args.allow_encoder_mismatch)
     except FAAError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if Path(args.checkpoint) == DEFAULT_CHECKPOINT and not DEFAULT_CHECKPOINT.exists():

@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights", default="pretrained",
         help="encoder weights: 'pretrained' (download/cache), 'random' (tests only) or a directory",
     )
+    m.add_argument("--allow-encoder-mismatch", action="store_true",
+                   help="serve a checkpoint trained on features of other encoder weights than --weights (with a warning)")
     m.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
     m.add_argument("--strict", action="store_true", help="fail on the first image without a usable face")
     m.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -46,7 +48,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         device = pick_device(args.device)
-        pipeline = MatchPipeline.from_checkpoint(args.checkpoint, weights=args.weights, device=device)
+        pipeline = MatchPipeline.from_checkpoint(args.checkpoint, weights=args.weights, device=device,
+                                                 allow_encoder_mismatch=args.allow_encoder_mismatch)
         result = pipeline(args.voice, args.faces, strict=args.strict)
     except FAAError as exc:
         print(f"error: {exc}", file=sys.stderr)

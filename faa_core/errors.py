@@ -74,3 +74,7 @@ class WeightsUnavailableError(FAAError, RuntimeError):
 
 class CheckpointError(FAAError, ValueError):
     """A checkpoint is missing, malformed or does not fit the model."""
+
+
+class EncoderMismatchError(CheckpointError):
+    """A checkpoint was trained on features of other encoder weights than the ones loaded."""

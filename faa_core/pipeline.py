@@ -35,7 +35,8 @@ from .encoders import (
     resolve_weights,
 )
 from .encoders.face import FaceFeatures
-from .errors import CheckpointError, InputError, NoFaceError, TooManyFacesError
+from .encoders.provenance import encoder_mismatch
+from .errors import CheckpointError, EncoderMismatchError, InputError, NoFaceError, TooManyFacesError
 from .media import MAX_AUDIO_SECONDS, MIN_AUDIO_SECONDS, Audio, check_audio, load_audio, load_image
 from .face_cache import DEFAULT_MAX_IMAGES, CachedImage, FaceCache, content_key, encoder_identity
 from .model import FAAModel
@@ -154,6 +155,8 @@ class MatchPipeline:
         self.min_audio_s = min_audio_s
         self.max_audio_s = max_audio_s
         self.device = next(model.parameters()).device
+        #: why the checkpoint's encoders differ from the loaded ones, when it was loaded anyway (None: they agree)
+        self.encoder_mismatch: Optional[str] = None
         _check_dims(model, checkpoint_name)
 
     @classmethod
@@ -165,19 +168,28 @@ class MatchPipeline:
         face_weights: str | os.PathLike | None = None,
         voice_weights: str | os.PathLike | None = None,
         min_face_size: int = MATCH_MIN_FACE_SIZE,
+        allow_encoder_mismatch: bool = False,
         **kwargs: Any,
     ) -> "MatchPipeline":
         """Load a checkpoint (folder or Hub id) and the encoders with the chosen weights.
 
         ``min_face_size``: MTCNN's smallest face in pixels of the detection copy
-        (see ``MATCH_MIN_FACE_SIZE`` for the measured trade-off).
+        (see ``MATCH_MIN_FACE_SIZE`` for the measured trade-off). A checkpoint
+        whose card names other encoder weights than ``weights`` raises
+        ``EncoderMismatchError``; ``allow_encoder_mismatch=True`` loads it with a
+        warning in :meth:`model_warnings` instead.
         """
         model, card = load_checkpoint(checkpoint, device)
         resolved = resolve_weights(weights, face_weights, voice_weights)
+        mismatch = encoder_mismatch(card, resolved)
+        if mismatch and not allow_encoder_mismatch:
+            raise EncoderMismatchError(mismatch)
         rate = card.get("encoders", {}).get("voice", {}).get("token_rate_per_s") or 4.0
         face = FaceEncoder(resolved.face, device, min_face_size=min_face_size)
         voice = VoiceEncoder(resolved.voice, device, token_rate=float(rate))
-        return cls(model, card, face, voice, resolved, str(checkpoint), **kwargs)
+        pipeline = cls(model, card, face, voice, resolved, str(checkpoint), **kwargs)
+        pipeline.encoder_mismatch = mismatch
+        return pipeline
 
     # -- what the page shows about the models --------------------------------
     @property
@@ -197,6 +209,9 @@ class MatchPipeline:
                 "SYNTHETIC CHECKPOINT: this model was trained on synthetic features, not real people; "
                 "its probabilities do not say anything about real voices and faces"
             )
+        if self.encoder_mismatch:
+            out.append("ENCODER MISMATCH (served anyway, as asked): " + self.encoder_mismatch.split(" - pass ")[0]
+                       + "; its probabilities are not the ones it was trained and evaluated for")
         return out
 
     # -- steps -----------------------------------------------------------------

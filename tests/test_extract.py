@@ -96,6 +96,8 @@ def test_store_shapes_skips_and_equality_with_the_encoders(vgg_manifest, tmp_pat
     assert report["face"]["center_crop"] == ["Carol_Cole/00000001.jpg"]  # the photo without a face
     store = FeatureStore(out)
     assert store.source["random_weights"] is True and store.source["skipped"] == {"face": 1, "voice": 1}
+    # provenance: which weights made the features, by content (the card of a model trained on it copies this)
+    assert [store.source["encoders"][m]["weights_id"] for m in ("face", "voice")] == ["random (seed 0)"] * 2
     assert (out / "face" / "shard-00000.tokens.npy").stat().st_nlink == 2  # a hard link to the part, no copy
     assert any("estimated store size" in m for m in messages)
     n_face = len(read_manifest(vgg_manifest).rows["face"])

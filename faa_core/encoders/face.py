@@ -31,7 +31,7 @@ from PIL import Image
 
 from ..errors import ImageTooThinError
 from ..media import load_image
-from .weights import WeightFile, load_into
+from .weights import RANDOM_SEED, WeightFile, load_into
 
 CROP_SIZE = 160
 FACE_DIM = 512
@@ -75,7 +75,7 @@ def build_face_network(weights: WeightFile) -> torch.nn.Module:
     from facenet_pytorch import InceptionResnetV1
 
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+        torch.manual_seed(RANDOM_SEED)
         net = InceptionResnetV1(pretrained=None, classify=False)
     if weights.path is not None:
         # The release file also holds the 8631-way VGGFace2 classifier; it is not used.

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import torchaudio
 
 from ..media import check_audio, load_audio
-from .weights import WeightFile, load_into
+from .weights import RANDOM_SEED, WeightFile, load_into
 
 SAMPLE_RATE = 16_000
 N_MELS = 80
@@ -45,7 +45,7 @@ def build_voice_network(weights: WeightFile) -> torch.nn.Module:
     from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+        torch.manual_seed(RANDOM_SEED)
         net = ECAPA_TDNN(
             N_MELS,
             channels=ECAPA_CHANNELS,

@@ -14,8 +14,10 @@ Three sources, chosen with one string:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -35,6 +37,11 @@ VOICE_WEIGHTS_FILE = "embedding_model.ckpt"
 FACE_ENV = "FAA_FACE_WEIGHTS"
 VOICE_ENV = "FAA_VOICE_WEIGHTS"
 
+#: Seed of the random initialisation of both encoders (``weights="random"``): the same "random" weights everywhere.
+RANDOM_SEED = 0
+#: ``weights_id`` of the seeded random weights (stores and cards record it; see ``WeightFile.weights_id``).
+RANDOM_WEIGHTS_ID = f"random (seed {RANDOM_SEED})"
+
 RANDOM_WARNING = (
     "RANDOM ENCODER WEIGHTS: the face and voice encoders are randomly initialised; "
     "scores are meaningless for real people (use only for tests and development)"
@@ -51,6 +58,45 @@ class WeightFile:
     @property
     def is_random(self) -> bool:
         return self.path is None
+
+    def weights_id(self) -> str:
+        """What the encoder's weights are, by content: ``sha256:<hex>`` of the file, or ``random (seed N)``.
+
+        Why: a checkpoint is only meaningful on features of the weights it was
+        trained on; the path or the file name says nothing about the content.
+        """
+        return RANDOM_WEIGHTS_ID if self.path is None else "sha256:" + file_sha256(self.path)
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+_SHA_LOCK = threading.Lock()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file, remembered per (path, size, modification time) in this process.
+
+    Why: the weight files are ~100 MB; a pipeline or an extraction asks for the
+    same file's identity more than once.
+    """
+    p = Path(path).resolve()
+    try:
+        st = p.stat()
+    except OSError as exc:
+        raise WeightsUnavailableError(f"weights file {path} cannot be read: {exc}") from exc
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    with _SHA_LOCK:
+        if key in _SHA_CACHE:
+            return _SHA_CACHE[key]
+    h = hashlib.sha256()
+    try:
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError as exc:
+        raise WeightsUnavailableError(f"weights file {path} cannot be read: {exc}") from exc
+    with _SHA_LOCK:
+        _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,25 @@ def finalise(out: Path, plan: dict[str, Any], manifest: Manifest, settings_by_mo
     for m, entry in plan["modalities"].items():
         folders[m] = [part_folder(out, m, i) for i in range(int(entry["parts"]))]
         written, size, skipped, centred = 0, 0, [], []
+        made_by: dict[str, str] = {}  # weights_id -> the first part written with it
+        provenance: dict[str, Any] = {}
         for i, pdir in enumerate(folders[m]):
             part = FeatureStore(pdir)
+            encoder = part.source.get("encoder") or {}
+            made_by.setdefault(str(encoder.get("weights_id", "unknown: the part records no encoder")), pdir.name)
+            if len(made_by) == 1:
+                provenance = dict(encoder)
             skipped += part.source.get("skipped", [])
             centred += part.source.get("center_crop", [])
             written += len(part[m])
             size += sum(f.stat().st_size for f in (pdir / m).glob("shard-*.npy"))
+        if len(made_by) > 1:
+            raise ExtractError(f"the {m} parts were written with different encoder weights ("
+                               + ", ".join(f"{name}: {wid}" for wid, name in made_by.items())
+                               + "); rerun the extraction with --overwrite")
+        described = settings_by_mod.get("encoders", {}).get(m)
+        if isinstance(described, dict):  # the store names the weights that made its features (the card copies it)
+            described.update(provenance)
         report["modalities"][m] = {
             "manifest_items": int(entry["items"]), "written": written, "skipped_count": len(skipped),
             "center_crop_count": len(centred), "parts": int(entry["parts"]), "bytes": size,

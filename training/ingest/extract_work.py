@@ -220,8 +220,11 @@ def write_part(part: Part, rows: list[dict[str, str]], root: Path, work: Any, ou
     except BaseException:
         writer.abort()
         raise
+    from faa_core.encoders.provenance import weights_provenance
+
     writer.source = {
         "part": part.index, "rows": [part.start, part.stop], "rank": rank,
+        "encoder": weights_provenance(getattr(work.encoder, "weights", None)),
         "written": written, "skipped": skipped, "center_crop": centred,
         "seconds": round(time.perf_counter() - t0, 2),
     }

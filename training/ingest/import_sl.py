@@ -107,6 +107,27 @@ __all__ = [
 ]
 
 
+#: What made SL's released embeddings (from SL's code): its voice extraction loads SL's own ECAPA-TDNN checkpoint,
+#: retrained on VoxCeleb2, and its face crops come from its own pipeline; neither weight file comes with the
+#: release, so their identity is unknown. Recorded in the store's source, copied into the card of a checkpoint
+#: trained on the store, where it makes faa_core refuse to serve that checkpoint with this package's encoders.
+SL_ENCODERS: dict[str, dict[str, Any]] = {
+    "face": {
+        "name": "Self-Lifting's face pipeline: facenet-pytorch InceptionResnetV1 (VGGFace2) on SL's own face crops",
+        "weights_id": "unknown: Self-Lifting's face pipeline (its own crops; the release names no weight file)",
+    },
+    "voice": {
+        "name": "Self-Lifting's ECAPA-TDNN (SpeechBrain's architecture) retrained on VoxCeleb2",
+        "weights_id": "unknown: Self-Lifting's own ECAPA-TDNN checkpoint retrained on VoxCeleb2 (not released)",
+    },
+}
+SL_WEIGHTS = {
+    "mode": "self-lifting",
+    "description": "face: SL's face pipeline (InceptionResnetV1 VGGFace2 on SL's own crops; weight file hash unknown); "
+                   "voice: SL's ECAPA (VoxCeleb2), SL's own retrained checkpoint (weight file hash unknown)",
+}
+
+
 def import_sl(sl_dir: str | Path, out: str | Path, protocol_out: str | Path | None = None,
               protocol_dir: str | Path | None = None, overwrite: bool = False, shard_size: int = 4096,
               log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
@@ -139,6 +160,8 @@ def import_sl(sl_dir: str | Path, out: str | Path, protocol_out: str | Path | No
     source = {
         "kind": "self-lifting-release", "sl_dir": str(release.root), "normalized": "l2",
         "identity_table": str(protocol_dir) if protocol_dir else None,
+        "encoders": {side: dict(entry) for side, entry in SL_ENCODERS.items()},
+        "weights": dict(SL_WEIGHTS),
     }
     counts = write_store(release, ids, splits, out, source, shard_size=shard_size, overwrite=overwrite)
     log(f"wrote {out}: {len(release.voices)} voices ({voice_dim}-d), {len(release.faces)} faces ({face_dim}-d)")
