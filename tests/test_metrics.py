@@ -388,3 +388,22 @@ def test_retrieval_map_errors():
         retrieval_map(sim, np.array([7, 8, 9]), g_ids)
     with pytest.raises(ValueError, match="chunk_size"):
         retrieval_map(sim, q_ids, g_ids, chunk_size=0)
+
+
+def test_matching_trials_are_the_curves_trials():
+    """The trials any pair scorer can score are exactly those matching_curve scores from a matrix."""
+    from faa_core.metrics import matching_curve, matching_trials, one_to_n_accuracy
+
+    rng = np.random.default_rng(1)
+    q_ids = rng.integers(0, 7, 40)
+    g_ids = rng.integers(0, 7, 50)
+    sim = rng.standard_normal((40, 50))
+    trials = matching_trials(q_ids, g_ids, ns=[2, 5], trials=300, seed=3)
+    for n, (q, cand) in trials.items():
+        assert cand.shape == (300, n) and q.shape == (300,)
+        assert (g_ids[cand[:, 0]] == q_ids[q]).all()  # the correct candidate is first
+        wrong = g_ids[cand[:, 1:]]
+        assert (wrong != q_ids[q][:, None]).all()
+        assert all(len(set(row)) == n - 1 for row in wrong.tolist())  # distinct other identities
+    curve = matching_curve(sim, q_ids, g_ids, ns=[2, 5], trials=300, seed=3)
+    assert curve == {n: one_to_n_accuracy(sim[q[:, None], cand]) for n, (q, cand) in trials.items()}
