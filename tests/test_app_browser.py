@@ -80,7 +80,9 @@ def test_upload_match_and_see_results(server, speech_wav, face_image_path, group
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(TIMEOUT_MS)
-            page.goto(server, wait_until="networkidle")
+            # not "networkidle": the live microphone's streaming audio keeps a request open
+            page.goto(server, wait_until="load")
+            page.locator("#faa-run").wait_for()
             # the model banner is there before anything is run
             assert "RANDOM ENCODER WEIGHTS" in page.locator("#faa-model-warning").inner_text()
             assert "Checkpoint" in page.locator("#faa-model-info").inner_text()
