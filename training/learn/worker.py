@@ -27,14 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from faa_core.fileio import atomic_write_json
 from training.learn.choices import LearnJob, settings
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (a reader never sees half a file)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
-
 
 def world_dir(root: Path, job: LearnJob) -> Path:
     return Path(root) / f"{job.world}-seed{job.world_seed}"
@@ -209,11 +203,11 @@ def run(job: LearnJob, run_dir: Path, worlds_root: Path) -> dict[str, Any]:
     limits = settings()["limits"]
     t0 = time.perf_counter()
     status = run_dir / "status.json"
-    write_json(status, {"phase": "world", "since": time.time()})
+    atomic_write_json(status, {"phase": "world", "since": time.time()})
     folder = ensure_world(worlds_root, job)
     world = load_world(folder)
     cfg = job.config()
-    write_json(status, {"phase": "setup", "since": time.time()})
+    atomic_write_json(status, {"phase": "setup", "since": time.time()})
     trainer = Trainer(cfg, folder, run_dir / "train", progress=False)
     vs, fs, labels = trainer.val
     oracle_val = verification_auc(oracle_scores(world, np.asarray(world.voice.ids)[vs], np.asarray(world.face.ids)[fs]), labels)
@@ -225,12 +219,12 @@ def run(job: LearnJob, run_dir: Path, worlds_root: Path) -> dict[str, Any]:
         "val_trials": int(len(labels)), "config": cfg, "world_counts": world.meta.get("counts"),
         "max_rounds": int(cfg["schedule"]["max_rounds"]), "setup_seconds": round(time.perf_counter() - t0, 2),
     }
-    write_json(run_dir / "start.json", start)
-    write_json(status, {"phase": "training", "since": time.time()})
+    atomic_write_json(run_dir / "start.json", start)
+    atomic_write_json(status, {"phase": "training", "since": time.time()})
     t_train = time.perf_counter()
     summary = trainer.train()
     train_s = time.perf_counter() - t_train
-    write_json(status, {"phase": "evaluating", "since": time.time()})
+    atomic_write_json(status, {"phase": "evaluating", "since": time.time()})
     # the scoring validation used: the configured one when the match head trains (FVM), else the cosine
     scoring = cfg["validation"]["scoring"] if cfg["loss"].get("fvm") and "val_auc_fusion" in untrained else "cosine"
     ev = evaluate(str(run_dir / "train" / "best"), folder, run_dir / "eval", scoring=scoring, with_oracle=True)
@@ -256,8 +250,8 @@ def run(job: LearnJob, run_dir: Path, worlds_root: Path) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "peak_memory_mb": _peak_memory_mb(),
     }
-    write_json(run_dir / "result.json", result)
-    write_json(status, {"phase": "done", "since": time.time()})
+    atomic_write_json(run_dir / "result.json", result)
+    atomic_write_json(status, {"phase": "done", "since": time.time()})
     return result
 
 
@@ -318,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         run(LearnJob.from_dict(json.loads(job_path.read_text())), run_dir, worlds_root)
     except Exception as exc:  # the parent shows the message; the traceback goes to the run's log only
         traceback.print_exc()
-        write_json(run_dir / "status.json", {"phase": "failed", "error": f"{type(exc).__name__}: {exc}", "since": time.time()})
+        atomic_write_json(run_dir / "status.json", {"phase": "failed", "error": f"{type(exc).__name__}: {exc}", "since": time.time()})
         return 1
     return 0
 
