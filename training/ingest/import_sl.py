@@ -49,6 +49,11 @@ What the import writes (``STORE``, globals only, token_dim 0):
   of training movies that also appear in an evaluation list stay ``train`` and
   are counted as ``train_items_in_eval`` (a leak) in the summary.
 
+Encoders: ``store.json``'s ``source`` names SL's encoders (``SL_ENCODERS``: SL's own ECAPA-TDNN retrained on
+VoxCeleb2 and SL's face pipeline, weight files unknown), and so does the card of a checkpoint trained on the
+store; ``faa_core`` refuses to serve such a checkpoint on this package's encoders (their features differ)
+unless ``--allow-encoder-mismatch`` is given.
+
 Protocol (``STORE/protocol`` or ``--protocol-out``): the evaluation pickles
 become Wen 2021 format lists (``faa_core.protocols.write_wen2021_lists``), so
 ``python -m training.evaluate --checkpoint C --data STORE`` scores SL's trials:
