@@ -170,7 +170,8 @@ def make_job(world: Any, method: Any, switches_off: Optional[Iterable[Any]], see
     job = LearnJob(
         world=world, method=method, switches_off=tuple(off), seed=seed_value,
         configs=(methods[method], size),
-        overrides=tuple([s["switches"][n] for n in off] + [f"seed={seed_value}"]),
+        overrides=tuple(list((s.get("method_overrides") or {}).get(method, []))
+                        + [s["switches"][n] for n in off] + [f"seed={seed_value}"]),
         world_seed=int(w.get("world_seed", 0)), notes=tuple(notes),
     )
     job.config()  # a config that does not load is the server's fault: fail here, not in the worker
