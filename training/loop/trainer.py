@@ -540,6 +540,9 @@ class Trainer:
                 for k, v in out.items():
                     sums[k] = sums.get(k, 0.0) + v
                 self.state["step"] += 1
+            # anchors alone in their label have no diverse positive: skipped (counted), or paired in-video
+            stats = {**stats, "singleton_videos": int(sampler.singleton_videos),
+                     "same_video_pairs": int(sampler.same_video_pairs)}
             sums = dist_utils.all_reduce_sums(sums)  # the ranks' shares add up to each step's values
             # rank 0 validates; every rank gets its result, so all take the same early-stopping decision
             val = dist_utils.on_main_then_broadcast(self.validate)
