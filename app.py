@@ -315,8 +315,12 @@ class LiveRecording:
     def seconds(self) -> float:
         return self.samples / self.rate if self.rate else 0.0
 
-    def add(self, chunk: Any) -> None:
-        """Append one streamed chunk: Gradio's (rate, int16 samples[, channels]) pair."""
+    def add(self, chunk: Any, keep_seconds: float = 60.0) -> None:
+        """Append one streamed chunk: Gradio's (rate, int16 samples[, channels]) pair.
+
+        Only the chunks that reach into the last ``keep_seconds`` (the scoring window) are
+        kept, so a session's memory stays bounded however long the microphone stays open.
+        """
         if chunk is None:
             return
         rate, data = chunk
@@ -328,6 +332,9 @@ class LiveRecording:
         self.rate = int(rate)
         self.chunks.append(data)
         self.samples += int(data.shape[0])
+        keep = int(keep_seconds * self.rate)
+        while len(self.chunks) > 1 and sum(len(c) for c in self.chunks) - len(self.chunks[0]) >= keep:
+            self.chunks.pop(0)
 
     def recording(self, max_seconds: float) -> Any:
         """The audio so far (its last ``max_seconds`` when longer) as a decoded recording."""
@@ -360,7 +367,8 @@ def live_update(
     the face cache, so an update costs the voice encoder and the fusion.
     """
     live = live if live is not None else LiveRecording()
-    live.add(chunk)
+    max_s = float(getattr(pipeline, "max_audio_s", 60.0))
+    live.add(chunk, keep_seconds=max_s)
     if not live.rate:
         return None, live
     new_s = (live.samples - live.scored_samples) / live.rate
@@ -368,7 +376,6 @@ def live_update(
     if not due:
         return None, live
     t = time.perf_counter()
-    max_s = float(getattr(pipeline, "max_audio_s", 60.0))
     view = run_match(pipeline, live.recording(max_s), files, webcam)
     live.scored_samples = live.samples
     live.updates += 1

@@ -73,9 +73,11 @@ def test_long_live_recording_keeps_its_last_minute(pipeline, face_image_path):
     rng = np.random.default_rng(0)
     live = app.LiveRecording()
     for _ in range(62):
-        live.add((rate, (rng.standard_normal(rate) * 3000).astype(np.int16)))
+        live.add((rate, (rng.standard_normal(rate) * 3000).astype(np.int16)), keep_seconds=pipeline.max_audio_s)
     rec = live.recording(pipeline.max_audio_s)
     assert live.seconds == pytest.approx(62.0) and rec.duration_s == pytest.approx(pipeline.max_audio_s)
+    # only the scoring window is held: an open microphone does not grow the session's memory
+    assert sum(len(c) for c in live.chunks) == int(pipeline.max_audio_s) * rate
 
 
 def test_prepare_photos_reports_photos_without_faces(pipeline, face_image_path, blank_image_path):
