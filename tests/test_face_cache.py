@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 import torch
@@ -13,6 +11,7 @@ from faa_core.encoders import DetectedFace
 from faa_core.face_cache import CachedImage, FaceCache, content_key, encoder_identity
 from faa_core.pipeline import MatchPipeline
 from media_fixtures import synthetic_voice
+from thread_fixtures import call_in_threads
 
 
 def _entry(n_faces: int, features: bool = True) -> CachedImage:
@@ -101,23 +100,15 @@ def test_encoder_identity_follows_detection_settings(face_encoder, monkeypatch):
 
 def test_cache_is_thread_safe():
     cache = FaceCache(8)
-    errors = []
 
     def hammer(k: int) -> None:
-        try:
-            for i in range(400):
-                key = f"{(i * 7 + k) % 13}"
-                if cache.get(key) is None:
-                    cache.put(key, _entry(0))
-                assert len(cache) <= 8
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        for i in range(400):
+            key = f"{(i * 7 + k) % 13}"
+            if cache.get(key) is None:
+                cache.put(key, _entry(0))
+            assert len(cache) <= 8
 
-    threads = [threading.Thread(target=hammer, args=(k,)) for k in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _, errors = call_in_threads(hammer, 6)
     assert not errors and len(cache) == 8
     s = cache.stats()
     assert s["hits"] + s["misses"] == 6 * 400
@@ -231,19 +222,7 @@ def test_lru_bound_holds_in_the_pipeline(small_checkpoint, face_encoder, voice_e
 def test_concurrent_cold_calls_share_the_cache(pipelines, speech_wav, face_image_path, group_image_path):
     cached, plain = pipelines
     ref = plain(speech_wav, [face_image_path, group_image_path])
-    out, errors = [None] * 4, []
-
-    def run(k):
-        try:
-            out[k] = cached(speech_wav, [face_image_path, group_image_path])
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    out, errors = call_in_threads(lambda k: cached(speech_wav, [face_image_path, group_image_path]), 4)
     assert not errors
     for r in out:
         assert [f.probability for f in r.faces] == pytest.approx([f.probability for f in ref.faces], abs=1e-5)

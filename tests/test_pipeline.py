@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ from faa_core.errors import (
 from faa_core.media import load_audio
 from faa_core.model import FAAConfig, FAAModel
 from faa_core.pipeline import MatchPipeline
+from thread_fixtures import call_in_threads
 
 
 @pytest.fixture(scope="module")
@@ -165,19 +165,7 @@ def test_stereo_and_8k_audio(pipeline, face_image_path, speech_wav):
 
 def test_concurrent_calls_match_sequential(pipeline, speech_wav, face_image_path, group_image_path):
     ref = pipeline(speech_wav, [face_image_path, group_image_path])
-    out, errors = [None] * 4, []
-
-    def run(k):
-        try:
-            out[k] = pipeline(speech_wav, [face_image_path, group_image_path])
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    out, errors = call_in_threads(lambda k: pipeline(speech_wav, [face_image_path, group_image_path]), 4)
     assert not errors
     for r in out:
         assert [f.probability for f in r.faces] == pytest.approx([f.probability for f in ref.faces], abs=1e-5)
