@@ -128,3 +128,30 @@ def test_main_bad_input_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "out").exists()  # refused before any work
     with pytest.raises(ValueError, match="optim.lr=abc"):
         main(["--spec", str(spec), "--out", str(tmp_path / "out"), "--debug"])
+
+
+def test_suite_spec_errors_are_specific(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    methods = "seeds: [0]\nmethods: [{name: a, config: faa}]\n"
+    bad.write_text("world: {preset: tiny}\nworlds: {names: suite}\n" + methods)
+    with pytest.raises(ValueError, match="one of 'world' .* or 'worlds' .*, not both or neither"):
+        read_spec(str(bad))
+    bad.write_text("worlds: {names: 3}\n" + methods)
+    with pytest.raises(ValueError, match="worlds.names must be 'suite'"):
+        read_spec(str(bad))
+    bad.write_text("worlds: {names: suite}\ntargets: {rows: FAA/fusion}\n" + methods)
+    with pytest.raises(ValueError, match=r"targets: unknown key 'rows' \(did you mean 'row'\?\)"):
+        read_spec(str(bad))
+    bad.write_text("worlds: {names: [tiny]}\n" + methods)
+    with pytest.raises(ValueError, match="--data names one folder, but this spec is a suite"):
+        run_table(str(bad), tmp_path / "out", data=str(tmp_path))
+
+
+def test_the_shipped_suite_spec_resolves_every_method():
+    from training.experiments import method_config, suite_world_names
+    from training.synth.presets import suite_names
+
+    spec = read_spec("suite")
+    assert suite_world_names(spec) == suite_names() and len(suite_names()) == 4
+    for m in spec["methods"]:
+        method_config(spec, m, 0)  # every override is valid

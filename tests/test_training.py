@@ -290,3 +290,28 @@ def test_one_to_n_lists_split_credit_on_ties(tmp_path):
     truth = {(0, 0): 0.5, (0, 1): 0.5, (0, 2): 0.1, (1, 1): 0.7, (1, 0): 0.7, (1, 2): 0.7}
     out = evaluate_one_to_n(tmp_path, voice, face, lambda v, f: np.array([truth[(a, b)] for a, b in zip(v, f)]))
     assert out["sl_match_v2f_3_test"]["value"] == pytest.approx((1 / 2 + 1 / 3) / 2)  # before: 0.0
+
+
+def test_clustering_both_spaces_puts_input_and_learned_side_by_side(tiny_world, tmp_path, monkeypatch):
+    """`clustering.space=both` clusters [input pooled ; learned pooled], each exactly as its own space pools it."""
+    import training.loop.trainer as trainer_mod
+
+    seen = {}
+    real = trainer_mod.kmeans
+
+    def spy(x, k, **kw):
+        seen.setdefault("pooled", []).append(np.array(x))
+        return real(x, k, **kw)
+
+    monkeypatch.setattr(trainer_mod, "kmeans", spy)
+    pooled = {}
+    for space in ("input", "learned", "both"):
+        cfg = load_config("faa", FAST + ["schedule.max_rounds=1", f"clustering.space={space}"])
+        trainer = Trainer(cfg, tiny_world, tmp_path / space, progress=False)
+        seen.clear()
+        trainer.round_labels(0)
+        pooled[space] = seen["pooled"][0]
+    width = pooled["input"].shape[1]
+    assert pooled["both"].shape == (pooled["input"].shape[0], width + pooled["learned"].shape[1])
+    np.testing.assert_array_equal(pooled["both"][:, :width], pooled["input"])
+    np.testing.assert_allclose(pooled["both"][:, width:], pooled["learned"], atol=1e-6)

@@ -142,7 +142,7 @@ SCHEMA: dict[str, Any] = {
         "min_fraction": (0.02, number(0, 1, low_open=True)),
         "fixed": (False, flag),  # ablation: keep the starting count
         "niter": (20, integer(1)),
-        "space": (None, one_of("input", "learned", null=True)),  # null: the objective's
+        "space": (None, one_of("input", "learned", "both", null=True)),  # null: the objective's
     },
     "loss": {
         "fvc": (None, one_of(*LOSSES, null=True)),  # the batch loss; null: the objective's

@@ -38,6 +38,7 @@ import yaml
 from faa_core.fileio import atomic_write_text
 from training.cli import DEBUG_FLAG, DEBUG_HELP, UserError, one_line_errors
 from training.config import CONFIG_DIR, load_config
+from training.eval.suite_report import CEILINGS, TARGET_KEYS, check_targets, format_suite
 
 # Columns of the table: (title, lists averaged into it). Lists missing from a report are skipped.
 COLUMNS = (
@@ -50,7 +51,8 @@ COLUMNS = (
 ATTENTION_LIST = "verify_v2f_test"
 
 
-SPEC_KEYS = ("world", "seeds", "scale", "methods")
+SPEC_KEYS = ("world", "worlds", "seeds", "scale", "methods", "targets")
+WORLDS_KEYS = ("names", "seed")
 METHOD_KEYS = ("name", "config", "overrides", "scoring")
 
 
@@ -74,9 +76,18 @@ def read_spec(name_or_path: str) -> dict[str, Any]:
         raise FileNotFoundError(f"experiment spec not found: {name_or_path} (a YAML path, or one of {', '.join(names)})")
     spec = yaml.safe_load(path.read_text())
     _check_spec_keys(str(path), spec, SPEC_KEYS)
-    for key in ("world", "seeds", "methods"):
+    for key in ("seeds", "methods"):
         if key not in spec:
             raise ValueError(f"{path}: the spec needs '{key}'")
+    if ("world" in spec) == ("worlds" in spec):
+        raise UserError(f"{path}: the spec needs one of 'world' (one preset) or 'worlds' (a suite), not both or neither")
+    if "worlds" in spec:
+        _check_spec_keys(f"{path}: worlds", spec["worlds"], WORLDS_KEYS)
+        names = spec["worlds"].get("names")
+        if not (names == "suite" or (isinstance(names, list) and names and all(isinstance(n, str) for n in names))):
+            raise UserError(f"{path}: worlds.names must be 'suite' (the suite of presets.yaml) or a list of world names")
+    if "targets" in spec:
+        _check_spec_keys(f"{path}: targets", spec["targets"], TARGET_KEYS)
     if not isinstance(spec["methods"], list) or not spec["methods"]:
         raise UserError(f"{path}: 'methods' must be a non-empty list")
     for i, m in enumerate(spec["methods"]):
@@ -165,11 +176,12 @@ def ensure_world(spec: dict[str, Any], out: Path) -> Path:
     return folder
 
 
-def oracle_values(world: Path, out: Path) -> dict[str, float] | None:
-    """The oracle's list values on ``world`` (cached in OUT/oracle.json for that folder); None without ground truth."""
+def ceiling_values(world: Path, out: Path) -> dict[str, dict[str, float]] | None:
+    """The oracle's and the two trait probes' list values on ``world`` (cached in OUT/ceilings.json for
+    that folder); None without ground truth."""
     if not has_truth(world):
         return None
-    path = out / "oracle.json"
+    path = out / "ceilings.json"
     if path.is_file():
         cached = json.loads(path.read_text())
         if cached.get("data") == str(Path(world).resolve()):
@@ -178,9 +190,12 @@ def oracle_values(world: Path, out: Path) -> dict[str, float] | None:
     from training.eval.evaluate import evaluate_protocol, find_protocol, oracle_scorer
 
     src = open_features(world)
-    pairs, retrieval = oracle_scorer(world, src["voice"], src["face"])
-    lists = evaluate_protocol(find_protocol(world, None, None), src["voice"], src["face"], pairs, retrieval)
-    values = {name: e["value"] for name, e in lists.items()}
+    proto = find_protocol(world, None, None)
+    values = {}
+    for kind in CEILINGS:
+        pairs, retrieval = oracle_scorer(world, src["voice"], src["face"], kind)
+        lists = evaluate_protocol(proto, src["voice"], src["face"], pairs, retrieval)
+        values[kind] = {name: e["value"] for name, e in lists.items()}
     atomic_write_text(path, json.dumps({"data": str(Path(world).resolve()), "values": values}, indent=2))
     return values
 
@@ -190,7 +205,8 @@ def _column(values: dict[str, float], lists: tuple[str, ...]) -> float | None:
     return float(np.mean(got)) if got else None
 
 
-def summarise(results: list[dict[str, Any]], oracle: dict[str, float] | None, spec: dict[str, Any]) -> dict[str, Any]:
+def summarise(results: list[dict[str, Any]], ceilings: dict[str, dict[str, float]] | None,
+              spec: dict[str, Any]) -> dict[str, Any]:
     """Rows of the table: per (method, scoring), mean and std over seeds of each column."""
     rows = []
     for method in spec["methods"]:
@@ -210,8 +226,10 @@ def summarise(results: list[dict[str, Any]], oracle: dict[str, float] | None, sp
                 row["voice_share"] = mine[0]["attention"].get("voice_share")
             row["train_s"] = float(np.mean([r["train_s"] for r in mine]))
             rows.append(row)
-    oracle_row = None if oracle is None else {title: _column(oracle, lists) for title, lists in COLUMNS}
-    return {"rows": rows, "oracle": oracle_row}
+    if ceilings is None:
+        return {"rows": rows, "oracle": None, "ceilings": None}
+    rowed = {kind: {title: _column(values, lists) for title, lists in COLUMNS} for kind, values in ceilings.items()}
+    return {"rows": rows, "oracle": rowed["oracle"], "ceilings": rowed}
 
 
 def format_table(table: dict[str, Any]) -> str:
@@ -231,11 +249,11 @@ def format_table(table: dict[str, Any]) -> str:
         cells = [r["method"], r["scoring"], *[pm(r["columns"].get(t)) for t in titles],
                  attn(r, "face"), attn(r, "voice"), f"{r['train_s']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    o = table["oracle"]
-    if o is None:  # data without ground truth: no oracle row
-        return "\n".join(lines)
-    lines.append("| oracle | true traits | " + " | ".join("" if o.get(t) is None else f"{o[t]:.3f}" for t in titles)
-                 + " |  |  |  |")
+    ceilings = table.get("ceilings") or ({"oracle": table["oracle"]} if table.get("oracle") else {})
+    for kind, o in ceilings.items():  # data without ground truth: no ceiling rows
+        what = "true traits" if kind == "oracle" else "ridge read-out of the true traits"
+        lines.append(f"| {kind} | {what} | " + " | ".join("" if o.get(t) is None else f"{o[t]:.3f}" for t in titles)
+                     + " |  |  |  |")
     return "\n".join(lines)
 
 
@@ -259,28 +277,87 @@ def run_table(spec_name: str, out: str | Path, jobs: int = 2, seeds: list[int] |
     # every (method, seed) config resolved before any work: a bad override fails now, not hours later
     configs = {(m["name"], s): method_config(spec, m, s) for m in spec["methods"] for s in spec["seeds"]}
     out.mkdir(parents=True, exist_ok=True)
+    if "worlds" in spec:
+        if data is not None:
+            raise UserError("--data names one folder, but this spec is a suite of worlds (it builds its own); "
+                            "drop --data, or use a one-world spec")
+        return _run_suite(spec, configs, out, jobs, t0)
     world = Path(data) if data is not None else ensure_world(spec, out)
-    oracle = oracle_values(world, out)
-    jobs = max(1, int(jobs))
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    ceilings = ceiling_values(world, out)
+    results = _run_tasks(_tasks(spec, configs, world, out / "runs", jobs), jobs)
+    table = summarise(results, ceilings, spec)
+    table["seconds"] = round(time.perf_counter() - t0, 1)
+    table["spec"] = spec
+    table["data"] = str(world)
+    _write_table(out, table, results)
+    return table
+
+
+def _threads(jobs: int) -> int:
+    return max(1, (os.cpu_count() or 1) // max(1, int(jobs)))
+
+
+def _tasks(spec: dict[str, Any], configs: dict, world: Path, runs: Path, jobs: int) -> list[tuple]:
     tasks = []
     for m in spec["methods"]:
         for s in spec["seeds"]:
             key = run_key(configs[(m["name"], s)], world)
-            tasks.append((spec, m, s, str(world), str(out / "runs" / f"{slug(m['name'])}_seed{s}_{key}"), threads, key))
+            tasks.append((spec, m, s, str(world), str(runs / f"{slug(m['name'])}_seed{s}_{key}"), _threads(jobs), key))
+    return tasks
+
+
+def _run_tasks(tasks: list[tuple], jobs: int) -> list[dict[str, Any]]:
     results = []
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        for res in pool.map(_job, tasks):
-            print(f"{res['method']} seed {res['seed']}: {res['seconds']:.0f} s", flush=True)
+    with ProcessPoolExecutor(max_workers=max(1, int(jobs)), mp_context=get_context("spawn")) as pool:
+        for task, res in zip(tasks, pool.map(_job, tasks)):
+            where = Path(task[3]).name
+            print(f"{where}: {res['method']} seed {res['seed']}: {res['seconds']:.0f} s", flush=True)
             results.append(res)
-    table = summarise(results, oracle, spec)
-    table["seconds"] = round(time.perf_counter() - t0, 1)
-    table["spec"] = spec
-    table["data"] = str(world)
-    (out / "table.json").write_text(json.dumps({"table": table, "results": results}, indent=2))
-    text = format_table(table)
-    (out / "table.md").write_text(text + "\n")
-    return table
+    return results
+
+
+def _write_table(out: Path, table: dict[str, Any], results: list[dict[str, Any]]) -> None:
+    atomic_write_text(out / "table.json", json.dumps({"table": table, "results": results}, indent=2))
+    atomic_write_text(out / "table.md", format_table(table) + "\n")
+
+
+def suite_world_names(spec: dict[str, Any]) -> list[str]:
+    """The world names of a suite spec: its list, or the suite of training/synth/presets.yaml."""
+    from training.synth.presets import suite_names
+
+    names = spec["worlds"]["names"]
+    return suite_names() if names == "suite" else [str(n) for n in names]
+
+
+def _run_suite(spec: dict[str, Any], configs: dict, out: Path, jobs: int, t0: float) -> dict[str, Any]:
+    """Every (method, seed) on every world of the suite in one pool; a table per world, then the overview."""
+    from training.synth import build_world
+
+    seed = int(spec["worlds"].get("seed", 0))
+    names = suite_world_names(spec)
+    worlds, tasks = {}, []
+    for name in names:
+        folder = out / "worlds" / f"{slug(name)}_{seed}"
+        if not (folder / "world.json").is_file():
+            print(f"building world {name} (seed {seed})", flush=True)
+            build_world(name, seed, folder, overwrite=True)
+        worlds[name] = folder
+        tasks += _tasks(spec, configs, folder, out / slug(name) / "runs", jobs)
+    results = _run_tasks(tasks, jobs)
+    tables, checks = {}, {}
+    for name, folder in worlds.items():
+        mine = [r for r, t in zip(results, tasks) if t[3] == str(folder)]
+        table = summarise(mine, ceiling_values(folder, out / slug(name)), spec)
+        table["data"] = str(folder)
+        _write_table(out / slug(name), table, mine)
+        tables[name] = table
+        checks[name] = check_targets(table, spec.get("targets") or {})
+    suite = {"worlds": tables, "targets": checks, "spec": spec, "seconds": round(time.perf_counter() - t0, 1)}
+    text = format_suite(tables, checks)
+    text += "".join(f"\n\n### {name}\n\n" + format_table(t) for name, t in tables.items())
+    atomic_write_text(out / "table.json", json.dumps(suite, indent=2))
+    atomic_write_text(out / "table.md", text + "\n")
+    return suite
 
 
 @one_line_errors("python -m training.experiments")
@@ -296,6 +373,11 @@ def main(argv=None) -> int:
     p.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
     args = p.parse_args(argv)
     table = run_table(args.spec, args.out, args.jobs, args.seeds, args.methods, data=args.data)
+    if "worlds" in table:  # a suite
+        print(format_suite(table["worlds"], table["targets"]))
+        print(f"\n{len(table['worlds'])} worlds, {len(table['spec']['seeds'])} seeds, {table['seconds']:.0f} s in all; "
+              f"per-world tables in {args.out}/table.md")
+        return 0
     print(format_table(table))
     print(f"\n{len(table['rows'])} rows, {len(table['spec']['seeds'])} seeds, {table['seconds']:.0f} s in all")
     return 0

@@ -360,13 +360,19 @@ class Trainer:
             return self.identity, {"clusters": int(self.identity.max()) + 1}
         self.model.eval()
         idx, c = self.index, self.cfg["clustering"]
-        if c["space"] == "input":  # the frozen encoders' features, as the pseudo-labels of round 0 see them
+        pooled_by_space = []
+        if c["space"] in ("input", "both"):  # the frozen encoders' features, as the pseudo-labels of round 0 see them
             v_emb = np.asarray(self.voice.globals(idx.voice_video_items), dtype=np.float32)
             f_emb = np.asarray(self.face.globals(idx.face_video_items), dtype=np.float32)
-        else:
+            pooled_by_space.append(dual_modality_pooling(v_emb, idx.voice_video, f_emb, idx.face_video))
+        if c["space"] in ("learned", "both"):
             v_emb = embed_items(self.model, self.voice, idx.voice_video_items, "voice").cpu().numpy()
             f_emb = embed_items(self.model, self.face, idx.face_video_items, "face").cpu().numpy()
-        keys, pooled = dual_modality_pooling(v_emb, idx.voice_video, f_emb, idx.face_video)
+            pooled_by_space.append(dual_modality_pooling(v_emb, idx.voice_video, f_emb, idx.face_video))
+        # "both": the two pooled vectors side by side; each has norm sqrt(2) (two unit halves), so the
+        # frozen features and the current embeddings weigh equally in the k-means distance
+        keys = pooled_by_space[0][0]
+        pooled = np.concatenate([p for _, p in pooled_by_space], axis=1)
         k = self.schedule.current()
         result = kmeans(pooled, k, niter=c["niter"], seed=self.cfg["seed"] * 1000 + rnd)
         labels = np.full(len(idx), -1, dtype=np.int64)
