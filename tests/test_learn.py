@@ -217,5 +217,7 @@ def test_stop_ends_a_run(server, tmp_path_factory):
     assert "Stopping" in client.predict(api_name="/learn_stop")
     summary = job.result(timeout=60)[-1]
     assert summary["phase"] == "stopped" and summary["message"] == "stopped on request"
-    assert 1 <= summary["rounds"] < 8 and summary["test"] == {}
+    # the stop can land during the last of the 8 rounds on a fast machine: the phase and message are the
+    # proof that the request ended the run (a finished run reports phase "done" and a test evaluation)
+    assert 1 <= summary["rounds"] <= 8 and summary["test"] == {}
     assert "Nothing of yours" in client.predict(api_name="/learn_stop")
