@@ -155,3 +155,15 @@ def test_the_shipped_suite_spec_resolves_every_method():
     assert suite_world_names(spec) == suite_names() and len(suite_names()) == 4
     for m in spec["methods"]:
         method_config(spec, m, 0)  # every override is valid
+
+
+def test_suite_target_keys_are_checked(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    head = "worlds: {names: suite}\nseeds: [0]\nmethods: [{name: a, config: faa}]\n"
+    bad.write_text(head + "targets: {row: a/cosine, g_floor: {value: 0.6, where_oracle_atleast: 0.75}}\n")
+    with pytest.raises(ValueError, match=r"targets.g_floor: unknown key 'where_oracle_atleast' "
+                                         r"\(did you mean 'where_oracle_at_least'\?\)"):
+        read_spec(str(bad))
+    bad.write_text(head + "targets: {row: a/cosine, ceiling_share: {ceiling: probe_tokens}}\n")
+    with pytest.raises(ValueError, match=r"targets.ceiling_share needs a 'value'"):
+        read_spec(str(bad))

@@ -11,10 +11,14 @@ file or default trains anew (in its own run folder), never reuses an old
 result.
 
 ``--data DIR`` runs the spec on any feature store or world instead of
-building the spec's world; the oracle column (and the attention measurement)
-appears only where the folder has the ground truth of a synthetic world.
+building the spec's world; the ceiling rows (oracle and trait probes) and the
+attention measurement appear only where the folder has the ground truth of a
+synthetic world.
 
-The spec (``training/configs/experiments/<name>.yaml``) is data: the world,
+The spec (``training/configs/experiments/<name>.yaml``) is data: the world
+(``world:``) or a suite of worlds (``worlds:``, e.g. ``--spec suite``: every
+method on every world, a table per world, an overview and the spec's
+``targets`` checked world by world, see :mod:`training.eval.suite_report`),
 the seeds, a size config merged after each method's config, and the methods
 (config, overrides, scorings).
 """
@@ -38,7 +42,8 @@ import yaml
 from faa_core.fileio import atomic_write_text
 from training.cli import DEBUG_FLAG, DEBUG_HELP, UserError, one_line_errors
 from training.config import CONFIG_DIR, load_config
-from training.eval.suite_report import CEILINGS, TARGET_KEYS, check_targets, format_suite
+from training.eval.suite_report import (CEILING_SHARE_KEYS, CEILINGS, G_FLOOR_KEYS, TARGET_KEYS, check_targets,
+                                        format_suite)
 
 # Columns of the table: (title, lists averaged into it). Lists missing from a report are skipped.
 COLUMNS = (
@@ -88,6 +93,11 @@ def read_spec(name_or_path: str) -> dict[str, Any]:
             raise UserError(f"{path}: worlds.names must be 'suite' (the suite of presets.yaml) or a list of world names")
     if "targets" in spec:
         _check_spec_keys(f"{path}: targets", spec["targets"], TARGET_KEYS)
+        for key, valid in (("g_floor", G_FLOOR_KEYS), ("ceiling_share", CEILING_SHARE_KEYS)):
+            if key in spec["targets"]:
+                _check_spec_keys(f"{path}: targets.{key}", spec["targets"][key], valid)
+                if "value" not in spec["targets"][key]:
+                    raise UserError(f"{path}: targets.{key} needs a 'value'")
     if not isinstance(spec["methods"], list) or not spec["methods"]:
         raise UserError(f"{path}: 'methods' must be a non-empty list")
     for i, m in enumerate(spec["methods"]):
@@ -167,12 +177,17 @@ def _job(args: tuple) -> dict[str, Any]:
 
 
 def ensure_world(spec: dict[str, Any], out: Path) -> Path:
+    w = spec["world"]
+    return build_world_once(w["preset"], int(w.get("seed", 0)), out / f"world_{w['preset']}_{w.get('seed', 0)}")
+
+
+def build_world_once(name: str, seed: int, folder: Path) -> Path:
+    """The world ``name`` (a preset, with ``+variant``s) built into ``folder`` unless it is already there."""
     from training.synth import build_world
 
-    w = spec["world"]
-    folder = out / f"world_{w['preset']}_{w.get('seed', 0)}"
     if not (folder / "world.json").is_file():
-        build_world(w["preset"], int(w.get("seed", 0)), folder, overwrite=True)
+        print(f"building world {name} (seed {seed})", flush=True)
+        build_world(name, seed, folder, overwrite=True)
     return folder
 
 
@@ -331,17 +346,10 @@ def suite_world_names(spec: dict[str, Any]) -> list[str]:
 
 def _run_suite(spec: dict[str, Any], configs: dict, out: Path, jobs: int, t0: float) -> dict[str, Any]:
     """Every (method, seed) on every world of the suite in one pool; a table per world, then the overview."""
-    from training.synth import build_world
-
     seed = int(spec["worlds"].get("seed", 0))
-    names = suite_world_names(spec)
     worlds, tasks = {}, []
-    for name in names:
-        folder = out / "worlds" / f"{slug(name)}_{seed}"
-        if not (folder / "world.json").is_file():
-            print(f"building world {name} (seed {seed})", flush=True)
-            build_world(name, seed, folder, overwrite=True)
-        worlds[name] = folder
+    for name in suite_world_names(spec):
+        folder = worlds[name] = build_world_once(name, seed, out / "worlds" / f"{slug(name)}_{seed}")
         tasks += _tasks(spec, configs, folder, out / slug(name) / "runs", jobs)
     results = _run_tasks(tasks, jobs)
     tables, checks = {}, {}
