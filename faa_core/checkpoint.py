@@ -250,6 +250,8 @@ def _check_model_config(raw: Any) -> None:
     for name in _FLOAT_FIELDS:
         if name in raw and not _is_number(raw[name]):
             raise ValueError(f"{name} must be a finite number, got {_kind(raw[name])}")
+    if "cosine_residual" in raw and not isinstance(raw["cosine_residual"], bool):
+        raise ValueError(f"cosine_residual must be true or false, got {_kind(raw['cosine_residual'])}")
     if "mlp_ratio" in raw and not 0 < raw["mlp_ratio"] <= 64:
         raise ValueError(f"mlp_ratio must be in (0, 64], got {raw['mlp_ratio']}")
     grid = raw.get("face_grid", [8, 8])

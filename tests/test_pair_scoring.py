@@ -28,7 +28,8 @@ def _inputs(model, n_voices=5, n_faces=4, t=9, seed=0):
 
 
 @pytest.mark.parametrize("over", [{}, {"n_layers": 1}, {"n_layers": 3}, {"voice_token_dim": 0},
-                                  {"face_token_dim": 0}, {"voice_token_dim": 0, "face_token_dim": 0}])
+                                  {"face_token_dim": 0}, {"voice_token_dim": 0, "face_token_dim": 0},
+                                  {"cosine_residual": True}, {"cosine_residual": True, "n_layers": 1}])
 def test_cached_logits_equal_forward(over):
     model = _model(**over)
     ve, fe, vt, vm, ft = _inputs(model)
@@ -59,3 +60,18 @@ def test_training_mode_is_refused():
     model.train()
     with pytest.raises(ValueError, match="eval"):
         match_logits(model.fusion, voices.take(torch.tensor([0])), faces.take(torch.tensor([0])))
+
+
+def test_cosine_residual_adds_gain_times_the_aligned_cosine():
+    """With the match head's weights zeroed, the logit gap is exactly gain x cos(voice, face) + bias gap."""
+    plain, resid = _model(), _model(cosine_residual=True)
+    ve, fe, vt, vm, ft = _inputs(resid, n_voices=4, n_faces=4)
+    with torch.no_grad():
+        resid.fusion.match_head.weight.zero_()
+        resid.fusion.match_head.bias.copy_(torch.tensor([0.5, -0.25]))
+        logits = resid.match(None, None, vt, ft, vm, voice_emb=ve, face_emb=fe).logits
+    cos = (ve * fe).sum(dim=1)
+    assert float(resid.fusion.cosine_gain) == pytest.approx(1 / 0.07)
+    torch.testing.assert_close(logits[:, 1] - logits[:, 0], cos / 0.07 - 0.75, rtol=0, atol=1e-5)
+    assert plain.fusion.cosine_gain is None
+    assert "fusion.cosine_gain" in resid.state_dict() and "fusion.cosine_gain" not in plain.state_dict()

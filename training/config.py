@@ -117,7 +117,8 @@ DATA_MODEL_KEYS = ("face_dim", "voice_dim", "face_token_dim", "voice_token_dim",
 _MODEL: dict[str, tuple[Any, Check]] = {"use_tokens": (True, flag)}  # false = global-only (per-file embeddings)
 for _f in dataclasses.fields(FAAConfig):
     if _f.name not in DATA_MODEL_KEYS:
-        _MODEL[_f.name] = (_f.default, integer(1) if _f.type in (int, "int") else number())
+        kind = integer(1) if _f.type in (int, "int") else flag if _f.type in (bool, "bool") else number()
+        _MODEL[_f.name] = (_f.default, kind)
 
 SCHEMA: dict[str, Any] = {
     "objective": ("faa", one_of(*OBJECTIVES)),

@@ -33,6 +33,10 @@ class FAAConfig:
     n_layers: int = 2
     mlp_ratio: float = 4.0
     dropout: float = 0.1
+    # The match head's same-person logit starts from the aligned cosine times a learned gain, so the
+    # fuse stage corrects the align stage instead of having to rediscover the similarity it holds.
+    # False (the original design, and every checkpoint written before this field) = head only.
+    cosine_residual: bool = False
 
     def __post_init__(self) -> None:
         self.face_grid = tuple(int(v) for v in self.face_grid)  # JSON gives lists
@@ -52,6 +56,8 @@ class FAAConfig:
             raise ValueError(f"FAAConfig.mlp_ratio must be positive, got {self.mlp_ratio}")
         if len(self.face_grid) != 2 or min(self.face_grid) <= 0:
             raise ValueError(f"face_grid must be two positive ints, got {self.face_grid}")
+        if not isinstance(self.cosine_residual, bool):
+            raise ValueError(f"FAAConfig.cosine_residual must be true or false, got {self.cosine_residual!r}")
         if not 0 < self.init_temperature < 1:
             raise ValueError(f"init_temperature must be in (0, 1), got {self.init_temperature}")
 

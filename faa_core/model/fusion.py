@@ -117,6 +117,9 @@ class MultimodalEncoder(nn.Module):
         self.layers = nn.ModuleList(FusionLayer(cfg) for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(d)
         self.match_head = nn.Linear(d, 2)
+        # cosine_residual: same-person logit += gain * cos(voice, face); the gain starts at the
+        # contrastive stage's initial scale (1 / temperature), so an untrained head scores like the cosine
+        self.cosine_gain = nn.Parameter(torch.tensor(1.0 / cfg.init_temperature)) if cfg.cosine_residual else None
         nn.init.normal_(self.cls, std=0.02)
         nn.init.normal_(self.voice_type, std=0.02)
         nn.init.normal_(self.face_pos, std=0.02)
@@ -179,10 +182,18 @@ class MultimodalEncoder(nn.Module):
             x, sw, cw = layer(x, face, mask, need_weights)
             self_ws.append(sw)
             cross_ws.append(cw)
-        logits = self.match_head(self.norm(x[:, 0]))
+        logits = self.head_logits(x[:, 0], voice_emb, face_emb)
         if not need_weights:
             return FusionOutput(logits)
         return FusionOutput(logits, self._face_map(cross_ws), self._voice_curve(self_ws))
+
+    def head_logits(self, cls_out: torch.Tensor, voice_emb: torch.Tensor, face_emb: torch.Tensor) -> torch.Tensor:
+        """Match logits from the [CLS] output; with ``cosine_residual`` plus gain x aligned cosine on class 1."""
+        logits = self.match_head(self.norm(cls_out))
+        if self.cosine_gain is None:
+            return logits
+        cos = (voice_emb * face_emb).sum(dim=-1)
+        return logits + torch.stack([torch.zeros_like(cos), self.cosine_gain * cos], dim=-1)
 
     def _face_map(self, cross_ws):
         """[CLS] cross-attention over the face grid, averaged over heads and layers."""

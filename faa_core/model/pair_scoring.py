@@ -24,30 +24,34 @@ from .fusion import Attention, MultimodalEncoder
 
 @dataclass
 class VoiceSide:
-    """The voice sequence after the first layer's self-attention: (N, T, d), mask (N, T) or None."""
+    """The voice sequence after the first layer's self-attention: (N, T, d), mask (N, T) or None,
+    and the aligned embeddings (N, D) that the cosine-residual head reads."""
 
     x: torch.Tensor
     mask: Optional[torch.Tensor]
+    emb: torch.Tensor
 
     def take(self, index: torch.Tensor) -> "VoiceSide":
         """Rows ``index``, trimmed to the longest valid sequence among them (padding is at the end)."""
-        x = self.x[index]
+        x, emb = self.x[index], self.emb[index]
         if self.mask is None:
-            return VoiceSide(x, None)
+            return VoiceSide(x, None, emb)
         mask = self.mask[index]
         t = int(mask.sum(dim=1).max())
-        return VoiceSide(x[:, :t], mask[:, :t])
+        return VoiceSide(x[:, :t], mask[:, :t], emb)
 
 
 @dataclass
 class FaceSide:
-    """Per layer, the cross-attention keys and values of the face memory: (N, heads, S, d_head) each."""
+    """Per layer, the cross-attention keys and values of the face memory: (N, heads, S, d_head) each,
+    and the aligned embeddings (N, D)."""
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
+    emb: torch.Tensor
 
     def take(self, index: torch.Tensor) -> "FaceSide":
-        return FaceSide([k[index] for k in self.keys], [v[index] for v in self.values])
+        return FaceSide([k[index] for k in self.keys], [v[index] for v in self.values], self.emb[index])
 
 
 def _keys_values(attn: Attention, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,7 +81,7 @@ def encode_voices(
     h = first.norm_self(x)
     k, v = _keys_values(first.self_attn, h)
     x = x + _attend(first.self_attn, h, k, v, mask)
-    return VoiceSide(x, mask)
+    return VoiceSide(x, mask, voice_emb)
 
 
 @torch.inference_mode()
@@ -89,7 +93,7 @@ def encode_faces(enc: MultimodalEncoder, face_emb: torch.Tensor, face_tokens: Op
         k, v = _keys_values(layer.cross_attn, face)
         keys.append(k)
         values.append(v)
-    return FaceSide(keys, values)
+    return FaceSide(keys, values, face_emb)
 
 
 @torch.inference_mode()
@@ -112,4 +116,4 @@ def match_logits(enc: MultimodalEncoder, voice: VoiceSide, face: FaceSide) -> to
             x = x[:, :1]
         x = x + _attend(layer.cross_attn, layer.norm_cross(x), face.keys[i], face.values[i])
         x = x + layer.mlp(layer.norm_mlp(x))
-    return enc.match_head(enc.norm(x[:, 0]))
+    return enc.head_logits(x[:, 0], voice.emb, face.emb)

@@ -52,9 +52,10 @@ def _voice_sides(model: FAAModel, source: Any, items: np.ndarray, chunk: int) ->
         parts.append(encode_voices(enc, embed_items(model, source, it, "voice"), vt, vm))
     t = max(p.x.shape[1] for p in parts)
     x = torch.cat([torch.nn.functional.pad(p.x, (0, 0, 0, t - p.x.shape[1])) for p in parts])
+    emb = torch.cat([p.emb for p in parts])
     if parts[0].mask is None:
-        return VoiceSide(x, None)
-    return VoiceSide(x, torch.cat([torch.nn.functional.pad(p.mask, (0, t - p.mask.shape[1])) for p in parts]))
+        return VoiceSide(x, None, emb)
+    return VoiceSide(x, torch.cat([torch.nn.functional.pad(p.mask, (0, t - p.mask.shape[1])) for p in parts]), emb)
 
 
 @torch.inference_mode()
