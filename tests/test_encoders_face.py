@@ -316,3 +316,39 @@ def test_exif_rotated_phone_photo_is_detected(face_encoder, tmp_path):
     upright.transpose(Image.Transpose.ROTATE_90).save(path, format="JPEG", quality=95, exif=exif.tobytes())
     faces, feats = face_encoder.embed_image(path)
     assert len(faces) == 1 and feats is not None
+
+
+def test_channels_last_detector_equals_facenets_mtcnn(face_encoder, group_image_path):
+    """The detector's nets run channels-last (faster on CPU); boxes and probabilities equal facenet's own MTCNN."""
+    from facenet_pytorch import MTCNN
+
+    from faa_core.encoders.face import ChannelsLast
+
+    assert all(isinstance(getattr(face_encoder.detector, n), ChannelsLast) for n in ("pnet", "rnet", "onet"))
+    plain = MTCNN(keep_all=True, min_face_size=face_encoder.detector.min_face_size).eval()
+    image = load_image(group_image_path)
+    got_boxes, got_probs = face_encoder.detector.detect(image)
+    ref_boxes, ref_probs = plain.detect(image)
+    got_boxes, ref_boxes = np.asarray(got_boxes, float), np.asarray(ref_boxes, float)
+    assert got_boxes.shape == ref_boxes.shape and len(ref_boxes) >= 2
+    np.testing.assert_allclose(got_boxes, ref_boxes, atol=1e-3, rtol=0)
+    np.testing.assert_allclose(np.asarray(got_probs, float), np.asarray(ref_probs, float), atol=1e-5, rtol=0)
+
+
+def test_channels_last_network_equals_default_layout(face_encoder):
+    """The face network's channels-last run gives the default NCHW run's embeddings and tokens."""
+    import copy
+
+    crops = _crops(3, seed=4)
+    out = face_encoder.encode(crops)
+    plain = copy.deepcopy(face_encoder.network).to(memory_format=torch.contiguous_format)
+    x = _standardise(crops).contiguous()
+    with torch.no_grad():
+        for name in ("conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a", "conv2d_4b",
+                     "repeat_1", "mixed_6a", "repeat_2"):
+            x = getattr(plain, name)(x)
+        assert x.is_contiguous()  # the reference really ran in the default layout
+        tokens = x.flatten(2).transpose(1, 2)
+        emb = plain.last_bn(plain.last_linear(plain.avgpool_1a(plain.block8(plain.repeat_3(plain.mixed_7a(x)))).flatten(1)))
+    torch.testing.assert_close(out.tokens, tokens, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out.embeddings, torch.nn.functional.normalize(emb, dim=1), atol=1e-5, rtol=1e-4)
