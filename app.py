@@ -463,7 +463,9 @@ def build_demo(pipeline: Any, info: AppInfo, delete_cache: tuple[int, int] = DEL
                 )
         gallery = gr.Gallery(
             label="Candidates, best first: aligned face crop | attention heatmap over it",
-            columns=4, object_fit="contain", height="auto", format="png", interactive=False,
+            # JPEG: the tiles are photographs; measured per 160x326 tile, PNG took 8 ms to encode and 114 kB,
+            # JPEG 0.2 ms and 25 kB (the charts stay PNG: line art and text)
+            columns=4, object_fit="contain", height="auto", format="jpeg", interactive=False,
             elem_id="faa-gallery",
         )
         voice_plot = gr.Image(
