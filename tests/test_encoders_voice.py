@@ -99,6 +99,31 @@ def test_embedding_equals_ecapa_forward(voice_encoder, speech16k, speech_feature
         torch.testing.assert_close(tokens[i], window.mean(dim=0), atol=1e-5, rtol=1e-4)
 
 
+def test_pointwise_products_equal_speechbrains_convolutions(voice_encoder, speech16k):
+    """The kernel-1 convolutions run as matrix products; the network's outputs equal plain Conv1d's."""
+    import copy
+
+    from faa_core.encoders.voice import PointwiseConv1d, use_pointwise_products
+
+    net = voice_encoder.network
+    converted = [m for m in net.modules() if isinstance(m, PointwiseConv1d)]
+    assert len(converted) == 16  # per SE-Res2 block 2 TDNNs + 2 SE convs (x3), MFA, 2 in the pooling, the final fc
+    plain = copy.deepcopy(net)
+    for m in plain.modules():
+        if isinstance(m, PointwiseConv1d):
+            m.__class__ = torch.nn.Conv1d
+    assert use_pointwise_products(plain) == 16 and use_pointwise_products(plain) == 0  # idempotent
+    for m in plain.modules():
+        if isinstance(m, PointwiseConv1d):
+            m.__class__ = torch.nn.Conv1d
+    feats = voice_encoder.features(speech16k[None])
+    with torch.no_grad():
+        ref, got = plain(feats), net(feats)
+    assert ref.shape == got.shape == (1, 1, VOICE_DIM)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    assert set(plain.state_dict()) == set(net.state_dict())
+
+
 def test_encode_is_deterministic(voice_encoder, speech16k, speech_features):
     again = voice_encoder.encode(speech16k)
     assert torch.equal(again.embedding, speech_features.embedding)
