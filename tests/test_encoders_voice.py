@@ -117,10 +117,16 @@ def test_pointwise_products_equal_speechbrains_convolutions(voice_encoder, speec
         if isinstance(m, PointwiseConv1d):
             m.__class__ = torch.nn.Conv1d
     feats = voice_encoder.features(speech16k[None])
-    with torch.no_grad():
-        ref, got = plain(feats), net(feats)
-    assert ref.shape == got.shape == (1, 1, VOICE_DIM)
-    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):  # one thread: the matrix-product path; more: the generic convolution
+            torch.set_num_threads(n)
+            with torch.no_grad():
+                ref, got = plain(feats), net(feats)
+            assert ref.shape == got.shape == (1, 1, VOICE_DIM)
+            torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    finally:
+        torch.set_num_threads(threads)
     assert set(plain.state_dict()) == set(net.state_dict())
 
 

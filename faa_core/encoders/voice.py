@@ -41,16 +41,21 @@ class VoiceFeatures:
 
 
 class PointwiseConv1d(torch.nn.Conv1d):
-    """A kernel-1 Conv1d computed as one matrix product over the frames.
+    """A kernel-1 Conv1d that runs as one matrix product over the frames when torch has one thread.
 
     Why: ECAPA's 1x1 convolutions (every TDNN block's, and the 3072x3072
-    multi-layer aggregation, most of its FLOPs) go through PyTorch's generic
-    convolution path on CPU; the same product as ``F.linear`` took 23% less time
-    for the whole network (one thread, 5 s of speech, measured side by side),
-    with outputs equal to within 1e-6. Weights and state-dict keys are the Conv1d's.
+    multi-layer aggregation: most of its FLOPs) go through PyTorch's generic
+    convolution path. With one intra-op thread (the app's default on a 2-core
+    machine: one per concurrent request) the same product as ``F.linear`` took
+    19% less time for the whole network; with two threads the generic path was
+    the faster one (0.84x), so it is kept there. Measured side by side by
+    ``benchmarks/cpu_paths.py --threads 1`` / ``--threads 2``; outputs agree to
+    within 1e-6 either way. Weights and state-dict keys are the Conv1d's.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.get_num_threads() != 1:
+            return super().forward(x)
         return F.linear(x.transpose(1, 2), self.weight[:, :, 0], self.bias).transpose(1, 2)
 
 
