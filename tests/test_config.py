@@ -18,7 +18,8 @@ def test_every_objective_config_loads(name):
 
 def test_objective_rows_resolve_as_the_configs_used_to_say():
     faa, sl, wen, sup = (load_config(n) for n in ("faa", "sl", "wen2021_variant", "faa_supervised"))
-    assert (faa["loss"]["fvc"], faa["loss"]["fvm"], faa["clustering"]["space"]) == ("infonce", True, "input")
+    # faa: multi-similarity since the suite table (it was infonce before)
+    assert (faa["loss"]["fvc"], faa["loss"]["fvm"], faa["clustering"]["space"]) == ("multi_similarity", True, "input")
     assert (sl["loss"]["fvc"], sl["loss"]["fvm"], sl["clustering"]["space"]) == ("multi_similarity", False, "learned")
     assert (wen["loss"]["fvc"], wen["loss"]["fvm"]) == ("wen_two_level", False)
     assert (load_config("wen2021")["loss"]["fvc"], load_config("cca")["clustering"]["space"]) == ("wen2021", "input")
@@ -58,7 +59,7 @@ def test_yaml_one_point_one_exponents_are_numbers():
     ("model.d_model=30", "model: d_model 30 is not divisible by n_heads 4"),
     ("model.dropout=1.5", "model.dropout must be in [0, 1), got 1.5"),
     ("optim.lr.x=1", "override optim.lr.x=1: optim.lr is a value, not a config section"),
-    ("loss.fvc=wen_two_level", "loss.fvc=wen_two_level: objective faa trains with infonce or multi_similarity"),
+    ("loss.fvc=wen_two_level", "loss.fvc=wen_two_level: objective faa trains with multi_similarity or infonce"),
     ("data.link=identity", "data.link=identity uses identity labels; objective faa is unsupervised "
                            "(use faa_supervised or wen2021, or face-track frames that share videos)"),
 ])

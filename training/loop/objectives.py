@@ -152,7 +152,7 @@ class Objective:
 
 OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
     Objective("faa", "FAA: pseudo-labels from k-means, contrastive alignment (FVC) + match head (FVM)",
-              supervised=False, loss="infonce", losses=("infonce", "multi_similarity"), trains_fvm=True,
+              supervised=False, loss="multi_similarity", losses=("multi_similarity", "infonce"), trains_fvm=True,
               clustering_space="input"),
     Objective("sl", "Self-Lifting: Multi-Similarity on k-means pseudo-labels of the learned embeddings, cosine scoring",
               supervised=False, loss="multi_similarity", losses=("multi_similarity", "infonce"), trains_fvm=False,
