@@ -527,6 +527,9 @@ def test_voice_encoder_equals_speechbrain_inference(genuine_files, speech_wav):
     torch.testing.assert_close(out.embedding, ref_emb, atol=2e-5, rtol=1e-4)
     ref_frames = frames[0][0].T  # (T, 1024)
     own_frames, _ = ours.forward_features(ours.features(wav))
-    torch.testing.assert_close(own_frames[0], ref_frames, atol=2e-5, rtol=1e-4)
+    # With one torch thread the 1x1 convolutions run as matrix products (PointwiseConv1d), which add in
+    # another order: the frames then differ by float32 rounding, ~1e-4 on values of mean size ~28 here.
+    torch.testing.assert_close(own_frames[0], ref_frames, atol=2e-4, rtol=1e-4)
+    assert float(ref_frames.abs().mean()) > 1.0  # the tolerance is small against the frames' scale
     ref_tokens, _ = ours.pool_tokens(ref_frames)
     torch.testing.assert_close(out.tokens, ref_tokens, atol=2e-5, rtol=1e-4)
