@@ -13,7 +13,7 @@ then one JSON line.
 
     python benchmarks/app_load.py --clients 4 --requests 40 --weights random
 
-Target: 4 clients, 0 errors, p95 <= 3 x single-client p50.
+Targets: 4 clients, 0 errors, p95 <= 2.2 x single-client p50; app_overhead_ratio <= 1.25.
 
 The app's own overhead: after the single-client phase the same pipeline is
 built in this process (same checkpoint, weights and torch threads as the app)
@@ -55,14 +55,22 @@ def free_port() -> int:
 
 
 DOWNLOAD = False  # set by --download
+P95_TARGET = 2.2  # 4 clients' p95 over the single client's p50
 
 
 def make_client(url: str, downloads: Path):
-    """A client that does not fetch the output images unless --download (see the module doc)."""
+    """A client that does not fetch the output images unless --download (see the module doc).
+
+    For a plain-HTTP URL (the local app) certificate verification is off: it cannot apply without
+    TLS, and with it on gradio_client builds a verifying SSL context (loading the CA bundle, ~25 ms
+    of client CPU, measured with py-spy) for each of a request's three uploads and its two queue
+    calls. That is the measuring tool's cost, not the app's (a browser keeps its connections), and on
+    a 2-core machine it was ~0.13 s of every request's latency.
+    """
     from gradio_client import Client
 
     return Client(url, verbose=False, analytics_enabled=False, httpx_kwargs={"timeout": 120},
-                  download_files=str(downloads) if DOWNLOAD else False)
+                  download_files=str(downloads) if DOWNLOAD else False, ssl_verify=not url.startswith("http://"))
 
 
 def one_request(client, voice: Path, photos: list[Path]) -> tuple[float, Optional[str]]:
@@ -250,7 +258,7 @@ def main() -> None:
         print(f"pipeline alone p50 {inproc['pipeline_p50_s']:.3f} s -> app overhead ratio {overhead:.2f} "
               f"(target <= 1.25); live-microphone update p50 {inproc['stream_update_p50_s']:.3f} s "
               f"(p95 {inproc['stream_update_p95_s']:.3f} s, {inproc['stream_updates']} updates; target p50 <= 0.5 s)")
-    print(f"p95 / single p50 = {ratio:.2f} (target <= 3), errors {len(errors)} (target 0)")
+    print(f"p95 / single p50 = {ratio:.2f} (target <= {P95_TARGET}), errors {len(errors)} (target 0)")
     print(json.dumps({
         "clients": args.clients,
         "requests": len(lat),
@@ -263,7 +271,7 @@ def main() -> None:
         "single_p95_s": round(s["p95_s"], 4),
         "single_errors": len(single_err),
         "p95_over_single_p50": round(ratio, 3),
-        "target_met": bool(len(errors) == 0 and ratio <= 3.0),
+        "target_met": bool(len(errors) == 0 and ratio <= P95_TARGET),
         "cold_start_s": None if cold_start is None else round(cold_start, 3),
         "app_concurrency": None if args.url else args.concurrency,
         "weights": args.weights,
