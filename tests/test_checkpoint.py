@@ -145,6 +145,27 @@ def test_global_only_checkpoint(tmp_path):
         torch.testing.assert_close(loaded.match(v, f).logits, model.match(v, f).logits, atol=0, rtol=0)
 
 
+def test_cosine_residual_checkpoint_round_trip(tmp_path):
+    """A model with the cosine-residual head saves its gain and loads to the same logits; a card that
+    says cosine_residual with a non-boolean is refused."""
+    cfg = FAAConfig(**dict(SMALL_CONFIG, cosine_residual=True))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(4)
+        model = FAAModel(cfg).eval()
+    with torch.no_grad():
+        model.fusion.cosine_gain.fill_(7.5)
+    out = save_checkpoint(tmp_path / "r", model)
+    loaded, card = load_checkpoint(out)
+    assert card["model_config"]["cosine_residual"] is True and float(loaded.fusion.cosine_gain.detach()) == 7.5
+    v, f, vt, ft = fake_features(3)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.match(v, f, vt, ft).logits, model.match(v, f, vt, ft).logits, atol=0, rtol=0)
+    card["model_config"]["cosine_residual"] = "yes"
+    (out / "config.json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="cosine_residual must be true or false"):
+        load_checkpoint(out)
+
+
 def test_save_over_existing_checkpoint(ckpt):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(9)

@@ -35,7 +35,8 @@ class FAAConfig:
     dropout: float = 0.1
     # The match head's same-person logit starts from the aligned cosine times a learned gain, so the
     # fuse stage corrects the align stage instead of having to rediscover the similarity it holds.
-    # False (the original design, and every checkpoint written before this field) = head only.
+    # False (the default, the original design, and every checkpoint written before this field) = head
+    # only: on the evaluation suite the residual rescued heads at chance and cost working ones (README).
     cosine_residual: bool = False
 
     def __post_init__(self) -> None:
