@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from faa_core.encoders import FaceEncoder, VoiceEncoder, resample_to_16k, resolve_weights
-from faa_core.encoders.face import ChannelsLast
+from faa_core.encoders.face import _STEM, ChannelsLast
 from faa_core.encoders.voice import PointwiseConv1d
 from faa_core.media import load_audio
 from faa_core.pipeline import MATCH_MIN_FACE_SIZE
@@ -79,7 +79,6 @@ def main() -> None:
     fast_voice, slow_voice = voice.network, plain_voice_network(voice.network)
 
     def slow_face_forward(x):  # the encoder's forward, with no channels-last conversion anywhere
-        from faa_core.encoders.face import _STEM
         y = x.contiguous()
         for name in _STEM:
             y = getattr(slow_face, name)(y)
