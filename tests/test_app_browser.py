@@ -167,7 +167,13 @@ def test_learn_tab_trains_twice_and_shows_the_pictures(learn_server, screenshot_
                 timeout=4 * TIMEOUT_MS,
             )
             for name in ("curves", "projection", "attention", "overlay"):
-                page.locator(f"#faa-learn-{name} img").wait_for()
+                # images below the fold may load lazily: bring each into view, then wait until it has decoded
+                page.locator(f"#faa-learn-{name} img").scroll_into_view_if_needed()
+                page.wait_for_function(
+                    f"() => {{ const i = document.querySelector('#faa-learn-{name} img');"
+                    " return i && i.complete && i.naturalWidth > 0; }",
+                    timeout=2 * TIMEOUT_MS,
+                )
             sizes = page.evaluate(
                 "() => ['curves', 'projection', 'attention', 'overlay'].map(n => {"
                 " const i = document.querySelector('#faa-learn-' + n + ' img'); return [i.naturalWidth, i.naturalHeight]; })"
