@@ -106,7 +106,7 @@ def describe_models(
         checkpoint=checkpoint,
         weights_requested=weights_requested,
         weights_description=pipeline.weights.describe(),
-        device=str(pipeline.device),
+        device=f"{pipeline.device} ({str(getattr(pipeline.voice_encoder, 'precision', 'float32')).replace('torch.', '')} encoders)",
         trained_on=dict(pipeline.card.get("trained_on") or {}),
         weights_error=weights_error,
         warnings=warnings,
@@ -120,6 +120,7 @@ def load_models(
     device: str = "cpu",
     warmup: bool = True,
     allow_encoder_mismatch: bool = False,
+    precision: str = "auto",
 ) -> tuple[Any, AppInfo]:
     """Load the checkpoint and encoders once; fall back to random encoders when pretrained ones are missing.
 
@@ -136,14 +137,14 @@ def load_models(
     weights_error = None
     try:
         pipeline = MatchPipeline.from_checkpoint(checkpoint, weights=weights, device=device,
-                                                 allow_encoder_mismatch=allow_encoder_mismatch)
+                                                 allow_encoder_mismatch=allow_encoder_mismatch, precision=precision)
     except WeightsUnavailableError as exc:
         if str(weights) != "pretrained":
             raise
         weights_error = str(exc)
         log.warning("pretrained encoder weights unavailable, starting on random encoders: %s", exc)
         pipeline = MatchPipeline.from_checkpoint(checkpoint, weights="random", device=device,
-                                                 allow_encoder_mismatch=allow_encoder_mismatch)
+                                                 allow_encoder_mismatch=allow_encoder_mismatch, precision=precision)
     if warmup:
         pipeline.warmup()
     load_s = time.perf_counter() - t0
@@ -560,6 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1, or $GRADIO_SERVER_NAME)")
     parser.add_argument("--port", type=int, default=None, help="port (default 7860, or $GRADIO_SERVER_PORT)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when present; cuda:LOCAL_RANK)")
+    parser.add_argument("--precision", default="auto",
+                        help="encoders' arithmetic: auto (bf16 where the device has it natively, else fp32), fp32 or bf16")
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests scored at once")
     parser.add_argument(
         "--threads", type=int, default=0,
@@ -591,7 +594,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         pipeline, info = load_models(args.checkpoint, args.weights, str(pick_device(args.device)),
-                                     allow_encoder_mismatch=args.allow_encoder_mismatch)
+                                     allow_encoder_mismatch=args.allow_encoder_mismatch, precision=args.precision)
     except FAAError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if Path(args.checkpoint) == DEFAULT_CHECKPOINT and not DEFAULT_CHECKPOINT.exists():

@@ -35,10 +35,13 @@ import numpy as np
 import soundfile as sf
 import torch
 from PIL import Image, ImageDraw, ImageOps
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
 from faa_core.checkpoint import load_checkpoint  # noqa: E402
+from faa_core.device import DeviceError, pick_precision  # noqa: E402
 from faa_core.encoders import FaceEncoder, VoiceEncoder, resolve_weights  # noqa: E402
 from faa_core.model import FAAConfig, FAAModel  # noqa: E402
 from faa_core.pipeline import MATCH_MIN_FACE_SIZE, MatchPipeline  # noqa: E402
@@ -114,9 +117,9 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def matmul_rate(n: int = 1024, repeats: int = 3) -> float:
-    """fp32 matmul rate right now (FLOP/s): the best of a few n x n x n products."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_rate(n: int = 1024, repeats: int = 3, dtype: torch.dtype = torch.float32) -> float:
+    """Matmul rate right now (FLOP/s) in ``dtype``: the best of a few n x n x n products."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
@@ -125,18 +128,38 @@ def matmul_rate(n: int = 1024, repeats: int = 3) -> float:
     return 2.0 * n**3 / best
 
 
-def request_flops(pipe: MatchPipeline, speech: Path, images: list[Path]) -> dict[str, float]:
-    """FLOPs of one cold request (face cache cleared) and of the same request with the photos cached."""
-    from torch.utils.flop_counter import FlopCounterMode
+class FlopsByDtype(TorchDispatchMode):
+    """Counts FLOPs as ``torch.utils.flop_counter`` does (same formulas), split by the dtype they ran in."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.flops: dict[torch.dtype, float] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is None:  # e.g. conv1d under inference mode: count the ops it decomposes into
+            with self:
+                decomposed = func.decompose(*args, **kwargs)
+            if decomposed is not NotImplemented:
+                return decomposed
+        out = func(*args, **kwargs)
+        if formula is not None:
+            dtype = next(a.dtype for a in args if isinstance(a, torch.Tensor))
+            self.flops[dtype] = self.flops.get(dtype, 0.0) + float(formula(*args, **kwargs, out_val=out))
+        return out
+
+
+def request_flops(pipe: MatchPipeline, speech: Path, images: list[Path]) -> dict[str, dict[torch.dtype, float]]:
+    """FLOPs by dtype of one cold request (face cache cleared) and of the same request with the photos cached."""
     out = {}
     overlap, pipe.overlap_encoders = pipe.overlap_encoders, False  # the counter sees only its own thread
     pipe.face_cache.clear()
     try:
         for name in ("cold", "cached"):
-            with FlopCounterMode(display=False) as counter:
+            with FlopsByDtype() as counter:
                 pipe(speech, images)
-            out[name] = float(counter.get_total_flops())
+            out[name] = counter.flops
     finally:
         pipe.overlap_encoders = overlap
         pipe.face_cache.clear()
@@ -152,6 +175,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--no-overlap", action="store_true",
                         help="voice encoder after the face work instead of beside it (to measure what overlap buys)")
+    parser.add_argument("--precision", default="auto",
+                        help="encoders' arithmetic: auto (bf16 where native, as the app and CLI), fp32 or bf16")
     parser.add_argument("--min-face-size", type=int, default=MATCH_MIN_FACE_SIZE,
                         help="MTCNN minimum face size in pixels of the detection copy (default: the pipeline's "
                              f"{MATCH_MIN_FACE_SIZE}, as the app and CLI use; 20 = the encoder's full pyramid)")
@@ -165,7 +190,12 @@ def main() -> None:
     else:
         torch.manual_seed(0)
         model, card = FAAModel(FAAConfig()).eval(), {}
-    face_enc, voice_enc = FaceEncoder(weights.face, min_face_size=args.min_face_size), VoiceEncoder(weights.voice)
+    try:
+        precision = pick_precision(args.precision, "cpu")
+    except DeviceError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    face_enc = FaceEncoder(weights.face, min_face_size=args.min_face_size, precision=precision)
+    voice_enc = VoiceEncoder(weights.voice, precision=precision)
     pipe = MatchPipeline(model, card, face_enc, voice_enc, weights, args.checkpoint or "FAAConfig()",
                          overlap_encoders=not args.no_overlap)
     pipe.warmup()
@@ -195,16 +225,17 @@ def main() -> None:
                 face_enc.detector.detect(img)
             out["mtcnn"] = time.perf_counter() - t
             t = time.perf_counter()
-            face_enc.network(crops_t[:n])
+            face_enc.forward_features(crops_t[:n])  # the network in the encoder's precision
             out["inception"] = time.perf_counter() - t
             t = time.perf_counter()
-            voice_enc.network(fbank)
+            voice_enc.forward_features(fbank)
             out["ecapa"] = time.perf_counter() - t
         out["total"] = sum(out.values())
         return out
 
     rows, report = [], {}
     rates: list[float] = []
+    rates_bf16: list[float] = []
     cached_t: list[float] = []
     for n in FACE_COUNTS:
         images = photos[:n]
@@ -225,6 +256,7 @@ def main() -> None:
                 cached_t.append(time.perf_counter() - t)
                 assert again.face_cache["faces_encoded"] == 0
                 rates.append(matmul_rate())
+                rates_bf16.append(matmul_rate(dtype=torch.bfloat16))
             assert len(result.faces) == n
             for k in parts:
                 parts[k].append(result.timings[k])
@@ -252,21 +284,32 @@ def main() -> None:
         print(" ".join(f"{v:>9}" for v in vals))
     ratio = report["4"]["p50_s"] / report["4"]["bare_p50_s"]
     flops = request_flops(pipe, speech, photos[:4])
-    rate = percentile(rates, 50)
-    floor_s = flops["cold"] / rate
+    rate, rate_bf16 = percentile(rates, 50), percentile(rates_bf16, 50)
+    cold, cached = sum(flops["cold"].values()), sum(flops["cached"].values())
+    cold_bf16 = flops["cold"].get(torch.bfloat16, 0.0)
+    floor_s = cold / rate
+    # the same work with each FLOP at the matmul rate of the dtype it ran in
+    floor_mixed_s = (cold - cold_bf16) / rate + cold_bf16 / rate_bf16
     cached_p50 = percentile(cached_t, 50)
-    print(f"4 faces: {flops['cold'] / 1e9:.2f} GFLOP per cold request ({flops['cached'] / 1e9:.2f} with the photos "
-          f"cached); fp32 matmul rate {rate / 1e9:.1f} GFLOP/s (median of {len(rates)}); floor {floor_s:.4f} s; "
-          f"p50 / floor = {report['4']['p50_s'] / floor_s:.3f}; cached p50 {cached_p50:.4f} s "
-          f"(speedup {report['4']['p50_s'] / cached_p50:.2f}x)")
+    print(f"4 faces: {cold / 1e9:.2f} GFLOP per cold request ({cached / 1e9:.2f} with the photos cached; "
+          f"{cold_bf16 / 1e9:.2f} of the cold ones in bf16, precision={args.precision}); fp32 matmul rate "
+          f"{rate / 1e9:.1f} GFLOP/s, bf16 {rate_bf16 / 1e9:.1f} (medians of {len(rates)}); floor {floor_s:.4f} s "
+          f"(all at the fp32 rate), {floor_mixed_s:.4f} s (each FLOP at its dtype's rate); "
+          f"p50 / floor = {report['4']['p50_s'] / floor_s:.3f} ({report['4']['p50_s'] / floor_mixed_s:.3f} mixed); "
+          f"cached p50 {cached_p50:.4f} s (speedup {report['4']['p50_s'] / cached_p50:.2f}x)")
     summary = {
         "faces": {k: {"p50_s": v["p50_s"], "p95_s": v["p95_s"]} for k, v in report.items()},
         "overhead_ratio": round(ratio, 3),
-        "flops_4_faces": flops["cold"],
-        "flops_4_faces_cached": flops["cached"],
+        "flops_4_faces": cold,
+        "flops_4_faces_cached": cached,
+        "flops_4_faces_bf16": cold_bf16,
+        "precision": str(precision).replace("torch.", ""),
         "matmul_gflops": round(rate / 1e9, 2),
+        "matmul_gflops_bf16": round(rate_bf16 / 1e9, 2),
         "floor_s": round(floor_s, 4),
         "floor_ratio": round(report["4"]["p50_s"] / floor_s, 3),
+        "floor_mixed_s": round(floor_mixed_s, 4),
+        "floor_ratio_mixed": round(report["4"]["p50_s"] / floor_mixed_s, 3),
         "cached_p50_s": round(cached_p50, 4),
         "cached_speedup": round(report["4"]["p50_s"] / cached_p50, 3),
         "overlap_encoders": pipe.overlap_encoders,

@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--allow-encoder-mismatch", action="store_true",
                    help="serve a checkpoint trained on features of other encoder weights than --weights (with a warning)")
     m.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
+    m.add_argument("--precision", default="auto",
+                   help="encoders' arithmetic: auto (bf16 where the device has it natively, else fp32), fp32 or bf16")
     m.add_argument("--strict", action="store_true", help="fail on the first image without a usable face")
     m.add_argument("--json", action="store_true", help="print the result as one JSON object")
     return parser
@@ -49,7 +51,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         device = pick_device(args.device)
         pipeline = MatchPipeline.from_checkpoint(args.checkpoint, weights=args.weights, device=device,
-                                                 allow_encoder_mismatch=args.allow_encoder_mismatch)
+                                                 allow_encoder_mismatch=args.allow_encoder_mismatch,
+                                                 precision=args.precision)
         result = pipeline(args.voice, args.faces, strict=args.strict)
     except FAAError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -17,7 +17,8 @@ import torch
 
 from .errors import FAAError
 
-__all__ = ["DeviceError", "DEVICE_CHOICES", "local_rank_from_env", "pick_device"]
+__all__ = ["DeviceError", "DEVICE_CHOICES", "PRECISION_CHOICES", "local_rank_from_env", "native_bf16", "pick_device",
+           "pick_precision"]
 
 #: What ``--device`` accepts, for help texts.
 DEVICE_CHOICES = "auto (cuda:LOCAL_RANK when CUDA is available, else cpu), cpu, cuda (= cuda:LOCAL_RANK) or cuda:N"
@@ -67,3 +68,47 @@ def pick_device(choice: str = "auto", local_rank: Optional[int] = None) -> torch
     if rank < 0:
         raise DeviceError(f"local rank must be >= 0, got {rank}")
     return torch.device("cuda", rank % count)
+
+
+#: What ``--precision`` accepts, for help texts.
+PRECISION_CHOICES = "auto (bf16 where the device computes it natively, else fp32), fp32 or bf16"
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 convolutions and matrix products in hardware.
+
+    On CPU that is oneDNN's check for AVX512-BF16 / AMX; without it bf16 is
+    emulated and slower than fp32.
+    """
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def pick_precision(choice: str, device: torch.device | str) -> torch.dtype:
+    """The dtype the frozen encoders compute in for ``--precision choice`` on ``device``.
+
+    Why: the face and voice encoders are most of a match request's arithmetic, and
+    where bf16 is native their convolutions run about twice as fast in it
+    (``benchmarks/cpu_paths.py``), for embeddings within 1e-5 of fp32 in cosine.
+    ``auto`` takes bf16 only there; ``bf16`` where it is not native is refused
+    (it would be slower than fp32).
+    """
+    text = str(choice).strip().lower()
+    device = torch.device(device)
+    if text in ("fp32", "float32"):
+        return torch.float32
+    if text not in ("auto", "bf16", "bfloat16"):
+        raise DeviceError(f"--precision must be auto, fp32 or bf16, got {choice!r}")
+    native = native_bf16(device)
+    if text == "auto":
+        return torch.bfloat16 if native else torch.float32
+    if not native:
+        raise DeviceError(f"--precision bf16: {device} has no native bf16 arithmetic, so it would be slower "
+                          "than fp32 (use --precision fp32 or auto)")
+    return torch.bfloat16

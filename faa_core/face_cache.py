@@ -96,6 +96,7 @@ def encoder_identity(face_encoder: Any) -> str:
     parts = [
         wid,
         str(getattr(face_encoder, "device", "")),
+        str(getattr(face_encoder, "precision", "")),
         str(getattr(face_encoder, "detect_max_side", "")),
         str(getattr(face_encoder, "min_face_probability", "")),
         str(getattr(face_encoder, "margin", "")),

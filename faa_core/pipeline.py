@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import load_checkpoint
+from .device import pick_precision
 from .encoders import (
     FACE_DIM,
     FACE_GRID,
@@ -169,6 +170,7 @@ class MatchPipeline:
         voice_weights: str | os.PathLike | None = None,
         min_face_size: int = MATCH_MIN_FACE_SIZE,
         allow_encoder_mismatch: bool = False,
+        precision: str = "auto",
         **kwargs: Any,
     ) -> "MatchPipeline":
         """Load a checkpoint (folder or Hub id) and the encoders with the chosen weights.
@@ -177,16 +179,19 @@ class MatchPipeline:
         (see ``MATCH_MIN_FACE_SIZE`` for the measured trade-off). A checkpoint
         whose card names other encoder weights than ``weights`` raises
         ``EncoderMismatchError``; ``allow_encoder_mismatch=True`` loads it with a
-        warning in :meth:`model_warnings` instead.
+        warning in :meth:`model_warnings` instead. ``precision``: what the face
+        and voice encoders compute in (``faa_core.device.pick_precision``:
+        ``auto`` is bf16 where the device has it natively, else fp32).
         """
+        dtype = pick_precision(precision, device)
         model, card = load_checkpoint(checkpoint, device)
         resolved = resolve_weights(weights, face_weights, voice_weights)
         mismatch = encoder_mismatch(card, resolved)
         if mismatch and not allow_encoder_mismatch:
             raise EncoderMismatchError(mismatch)
         rate = card.get("encoders", {}).get("voice", {}).get("token_rate_per_s") or 4.0
-        face = FaceEncoder(resolved.face, device, min_face_size=min_face_size)
-        voice = VoiceEncoder(resolved.voice, device, token_rate=float(rate))
+        face = FaceEncoder(resolved.face, device, min_face_size=min_face_size, precision=dtype)
+        voice = VoiceEncoder(resolved.voice, device, token_rate=float(rate), precision=dtype)
         pipeline = cls(model, card, face, voice, resolved, str(checkpoint), **kwargs)
         pipeline.encoder_mismatch = mismatch
         return pipeline

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from faa_core.device import DeviceError, local_rank_from_env, pick_device
+from faa_core.device import DeviceError, local_rank_from_env, pick_device, pick_precision
 from training.loop import distributed as du
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,3 +140,19 @@ def test_command_lines_refuse_in_one_line(cmd, device, message):
     assert len(lines) == 1, r.stderr
     assert lines[0].endswith("error: " + message)
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_auto_takes_bf16_only_where_native(monkeypatch, native):
+    import faa_core.device as dev
+
+    monkeypatch.setattr(dev, "native_bf16", lambda device: native)
+    assert pick_precision("auto", "cpu") == (torch.bfloat16 if native else torch.float32)
+    assert pick_precision("FP32", "cpu") == torch.float32
+    if native:
+        assert pick_precision("bf16", "cpu") == torch.bfloat16
+    else:
+        with pytest.raises(DeviceError, match="no native bf16.*--precision fp32 or auto"):
+            pick_precision("bf16", "cpu")
+    with pytest.raises(DeviceError, match="--precision must be auto, fp32 or bf16, got 'half'"):
+        pick_precision("half", "cpu")

@@ -113,12 +113,12 @@ def test_detect_large_image_uses_downscaled_copy(face_encoder, face_image, detec
     original = face_encoder.detector.detect
 
     def spy(img, *args, **kwargs):
-        seen.append(img.size)
+        seen.append(tuple(img.shape))
         return original(img, *args, **kwargs)
 
     monkeypatch.setattr(face_encoder.detector, "detect", spy)
     faces = face_encoder.detect(big)
-    assert seen == [(640, 480)]  # detection ran on the copy scaled to detect_max_side
+    assert seen == [(1, 480, 640, 3)]  # detection ran on the copy scaled to detect_max_side
     assert len(faces) == 1
     box = faces[0].box
     assert 0 <= box[0] < box[2] <= 2400 and 0 <= box[1] < box[3] <= 1800
@@ -140,7 +140,7 @@ def test_detect_small_image_is_not_rescaled(face_encoder, face_image, monkeypatc
 
     monkeypatch.setattr(face_encoder.detector, "detect", spy)
     face_encoder.detect(face_image)
-    assert seen[0] is face_image
+    assert torch.equal(seen[0][0], torch.from_numpy(np.asarray(face_image)))  # the original's own pixels
 
 
 @pytest.mark.parametrize("offset", [(-80, 90), (170, -100)])
@@ -296,9 +296,9 @@ def test_elongated_image_keeps_the_detector_minimum(face_encoder, monkeypatch):
     """A 20000 x 100 strip is searched on a 4000 x 20 copy (not 640 x 3) and gives no error."""
     seen = []
     original = face_encoder.detector.detect
-    monkeypatch.setattr(face_encoder.detector, "detect", lambda img, *a, **k: seen.append(img.size) or original(img, *a, **k))
+    monkeypatch.setattr(face_encoder.detector, "detect", lambda img, *a, **k: seen.append(tuple(img.shape)) or original(img, *a, **k))
     assert face_encoder.detect(Image.new("RGB", (20_000, 100), BACKGROUND)) == []
-    assert seen == [(4000, 20)]
+    assert seen == [(1, 20, 4000, 3)]
 
 
 def test_panorama_with_a_face_is_still_found(face_encoder):
@@ -333,6 +333,42 @@ def test_channels_last_detector_equals_facenets_mtcnn(face_encoder, group_image_
     assert got_boxes.shape == ref_boxes.shape and len(ref_boxes) >= 2
     np.testing.assert_allclose(got_boxes, ref_boxes, atol=1e-3, rtol=0)
     np.testing.assert_allclose(np.asarray(got_probs, float), np.asarray(ref_probs, float), atol=1e-5, rtol=0)
+
+
+def test_detector_input_gives_the_boxes_of_pil_input(face_encoder, group_image_path, face_image):
+    """The channels-first view handed to MTCNN (faster resampling) finds exactly what PIL input finds."""
+    from faa_core.encoders.face import detector_input
+
+    group = load_image(group_image_path)
+    images = [group, group.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    view = detector_input(images)
+    assert view.shape == (2, 400, 960, 3) and view.permute(0, 3, 1, 2).is_contiguous()
+    got_boxes, got_probs = face_encoder.detector.detect(view)
+    ref_boxes, ref_probs = face_encoder.detector.detect(images)
+    assert [len(b) for b in ref_boxes] == [2, 2]
+    for g, r, gp, rp in zip(got_boxes, ref_boxes, got_probs, ref_probs):
+        assert np.array_equal(np.asarray(g, float), np.asarray(r, float))
+        assert np.array_equal(np.asarray(gp, float), np.asarray(rp, float))
+    gray = detector_input([face_image.convert("L")])  # any mode is read as RGB
+    assert torch.equal(gray[0], torch.from_numpy(np.asarray(face_image.convert("L").convert("RGB"))))
+
+
+def test_bf16_encoder_stays_within_the_stated_tolerance(face_encoder):
+    """bf16 convolutions (the app's choice where native): embeddings within cosine 1e-4, tokens within 2 %."""
+    from faa_core.encoders import FaceEncoder
+
+    half = FaceEncoder(face_encoder.weights, precision=torch.bfloat16)
+    assert half.network.conv2d_1a.conv.weight.dtype == torch.bfloat16
+    assert half.network.last_linear.weight.dtype == torch.float32
+    crops = _crops(3, seed=5)
+    ref, got = face_encoder.encode(crops), half.encode(crops)
+    assert got.embeddings.dtype == got.tokens.dtype == torch.float32
+    cos = (ref.embeddings * got.embeddings).sum(1)
+    assert float(cos.min()) > 1 - 1e-4
+    rel = (got.tokens - ref.tokens).norm() / ref.tokens.norm()
+    assert 0 < float(rel) < 0.02  # really computed in bf16 (not equal), and close
+    with pytest.raises(ValueError, match="precision"):
+        FaceEncoder(face_encoder.weights, precision=torch.float16)
 
 
 def test_channels_last_network_equals_default_layout(face_encoder):

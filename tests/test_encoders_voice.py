@@ -130,6 +130,21 @@ def test_pointwise_products_equal_speechbrains_convolutions(voice_encoder, speec
     assert set(plain.state_dict()) == set(net.state_dict())
 
 
+def test_bf16_encoder_stays_within_the_stated_tolerance(voice_encoder, speech16k, speech_features):
+    """bf16 TDNN blocks (the app's choice where native): embedding within cosine 1e-4, tokens within 2 %."""
+    half = VoiceEncoder(voice_encoder.weights, token_rate=voice_encoder.token_rate, precision=torch.bfloat16)
+    assert half.network.blocks[0].conv.conv.weight.dtype == torch.bfloat16
+    assert half.network.asp.tdnn.conv.conv.weight.dtype == torch.float32  # pooling head stays float32
+    got = half.encode(speech16k)
+    assert got.embedding.dtype == got.tokens.dtype == torch.float32
+    assert float(got.embedding @ speech_features.embedding) > 1 - 1e-4
+    rel = (got.tokens - speech_features.tokens).norm() / speech_features.tokens.norm()
+    assert 0 < float(rel) < 0.02  # really computed in bf16 (not equal), and close
+    np.testing.assert_array_equal(got.spans, speech_features.spans)
+    with pytest.raises(ValueError, match="precision"):
+        VoiceEncoder(voice_encoder.weights, precision=torch.float16)
+
+
 def test_encode_is_deterministic(voice_encoder, speech16k, speech_features):
     again = voice_encoder.encode(speech16k)
     assert torch.equal(again.embedding, speech_features.embedding)

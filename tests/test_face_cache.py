@@ -174,7 +174,7 @@ def test_same_image_twice_in_one_call_is_detected_once(pipelines, speech_wav, fa
     real = cached.face_encoder.detector.detect
 
     def counting(images, *args, **kwargs):  # images MTCNN searched, batched or one by one
-        calls.extend(images if isinstance(images, list) else [images])
+        calls.extend(images)  # the (N, H, W, 3) batch: one entry per image
         return real(images, *args, **kwargs)
 
     monkeypatch.setattr(cached.face_encoder.detector, "detect", counting)

@@ -268,3 +268,26 @@ def test_match_detector_keeps_every_face_of_the_real_photos(random_weights, face
             assert best.probability == pytest.approx(f.probability, abs=0.02), path.name
         faces += len(ref)
     assert faces >= len(photos)  # every one of these photos shows a face
+
+
+def test_bf16_encoders_stay_within_the_stated_tolerance(small_checkpoint, speech_wav, group_image_path,
+                                                        face_image_path, monkeypatch):
+    """precision="bf16" (``auto`` where native) against fp32: the same faces and boxes (detection stays
+    fp32), probabilities within 0.005 and cosines within 0.005 of the aligned embeddings."""
+    import faa_core.device as dev
+
+    monkeypatch.setattr(dev, "native_bf16", lambda device: True)  # bf16 is emulated, slowly, where it is not
+    ref = MatchPipeline.from_checkpoint(small_checkpoint, weights="random", precision="fp32")
+    half = MatchPipeline.from_checkpoint(small_checkpoint, weights="random", precision="bf16")
+    assert ref.voice_encoder.precision == torch.float32 and half.face_encoder.precision == torch.bfloat16
+    images = [group_image_path, face_image_path]
+    a, b = ref(speech_wav, images), half(speech_wav, images)
+    key = lambda f: (f.image_index, f.face_index)  # noqa: E731
+    fa, fb = sorted(a.faces, key=key), sorted(b.faces, key=key)
+    assert [key(f) for f in fa] == [key(f) for f in fb] and len(fa) == 3
+    for x, y in zip(fa, fb):
+        assert x.box == y.box
+        assert abs(x.probability - y.probability) <= 0.005
+        assert abs(x.cosine - y.cosine) <= 0.005
+    print("max |dp|", max(abs(x.probability - y.probability) for x, y in zip(fa, fb)),
+          "max |dcos|", max(abs(x.cosine - y.cosine) for x, y in zip(fa, fb)))

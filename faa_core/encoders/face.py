@@ -114,6 +114,19 @@ def build_face_detector(device: torch.device | str = "cpu", min_face_size: int =
     return mtcnn
 
 
+def detector_input(images: Sequence[Image.Image]) -> torch.Tensor:
+    """Equal-size images -> the (N, H, W, 3) uint8 batch MTCNN.detect takes, as a view of channels-first memory.
+
+    Why: facenet-pytorch's cascade permutes its input to (N, 3, H, W) and
+    converts it to float; from this view that float copy is contiguous, and the
+    area resampling of its image pyramid and box crops (half of detection's
+    time) ran 1.8x faster than on the channels-last copy it makes from PIL
+    images. Boxes and probabilities are identical (tested).
+    """
+    pixels = np.stack([np.asarray(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8) for im in images])
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1)
+
+
 def crop_face(image: Image.Image, box: np.ndarray, size: int = CROP_SIZE, margin: float = 0.0) -> np.ndarray:
     """Cut a box (plus ``margin`` pixels of the output scale) and resize it to size x size.
 
@@ -141,7 +154,18 @@ class FaceEncoder:
         min_face_size: int = 20,
         min_face_probability: float = 0.9,
         margin: float = 0.0,
+        precision: torch.dtype = torch.float32,
     ) -> None:
+        """``precision``: the dtype of InceptionResnetV1's convolutions (float32 or bfloat16).
+
+        Detection (MTCNN) and the embedding's final linear layer and batch norm
+        always compute in float32: MTCNN's thresholds decide which faces exist,
+        and its small convolutions gain nothing from bf16 (measured). Tokens and
+        embeddings are float32 either way; see ``faa_core.device.pick_precision``.
+        """
+        if precision not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"precision must be torch.float32 or torch.bfloat16, got {precision}")
+        self.precision = precision
         self.device = torch.device(device)
         self.weights = weights
         self.detect_max_side = detect_max_side
@@ -149,13 +173,16 @@ class FaceEncoder:
         self.margin = margin
         self.detector = build_face_detector(self.device, min_face_size)
         self.network = build_face_network(weights).to(self.device)
+        for name, module in self.network.named_children():
+            if name not in ("last_linear", "last_bn"):
+                module.to(precision)
 
     @torch.inference_mode()
     def detect(self, image: Image.Image) -> list[DetectedFace]:
         """All faces above the probability threshold, left to right."""
         small, scale = self._detection_copy(image)
-        boxes, probs = self.detector.detect(small)
-        return self._faces_from(image, boxes, probs, scale)
+        boxes, probs = self.detector.detect(detector_input([small]))
+        return self._faces_from(image, boxes[0], probs[0], scale)
 
     def _detection_copy(self, image: Image.Image) -> tuple[Image.Image, float]:
         """The copy MTCNN sees (shrunk to ``detect_max_side``) and its scale; shared by detect and detect_batch.
@@ -221,7 +248,7 @@ class FaceEncoder:
             raw = None
             if len(members) > 1:
                 try:
-                    raw = self.detector.detect([small for _, small, _ in members])
+                    raw = self.detector.detect(detector_input([small for _, small, _ in members]))
                 except Exception:  # one image spoils the batch: fall back to one call per image below
                     raw = None
             for k, (i, _, scale) in enumerate(members):
@@ -253,10 +280,10 @@ class FaceEncoder:
     def forward_features(self, x: torch.Tensor) -> FaceFeatures:
         """Run InceptionResnetV1 on standardised crops, keeping the repeat_2 map."""
         net = self.network
-        x = x.contiguous(memory_format=torch.channels_last)  # see ChannelsLast
+        x = x.to(self.precision).contiguous(memory_format=torch.channels_last)  # see ChannelsLast
         for name in _STEM:
             x = getattr(net, name)(x)
-        tokens = x.flatten(2).transpose(1, 2).contiguous()  # (N, 64, 896), whatever the map's layout
+        tokens = x.flatten(2).transpose(1, 2).float().contiguous()  # (N, 64, 896), whatever the map's layout
         x = net.block8(net.repeat_3(net.mixed_7a(x)))
-        x = net.last_bn(net.last_linear(net.avgpool_1a(x).flatten(1)))
+        x = net.last_bn(net.last_linear(net.avgpool_1a(x).flatten(1).float()))
         return FaceFeatures(embeddings=F.normalize(x, dim=1), tokens=tokens)

@@ -56,7 +56,7 @@ class PointwiseConv1d(torch.nn.Conv1d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.get_num_threads() != 1:
+        if torch.get_num_threads() != 1 or x.dtype != torch.float32:  # bf16: oneDNN's convolution is faster
             return super().forward(x)
         return F.linear(x.transpose(1, 2), self.weight[:, :, 0], self.bias).transpose(1, 2)
 
@@ -130,16 +130,33 @@ def resample_to_16k(samples: np.ndarray, sample_rate: int) -> torch.Tensor:
 class VoiceEncoder:
     """Frozen voice encoder. Thread-safe for concurrent calls (no state changes)."""
 
-    def __init__(self, weights: WeightFile, device: torch.device | str = "cpu", token_rate: float = 4.0) -> None:
+    def __init__(
+        self,
+        weights: WeightFile,
+        device: torch.device | str = "cpu",
+        token_rate: float = 4.0,
+        precision: torch.dtype = torch.float32,
+    ) -> None:
+        """``precision``: the dtype of the TDNN blocks and the aggregation layer (float32 or bfloat16).
+
+        The Fbank front end and the attentive pooling head always compute in
+        float32 (pooling sums over all frames); outputs are float32 either way.
+        Training extraction keeps float32; see ``faa_core.device.pick_precision``.
+        """
         from speechbrain.lobes.features import Fbank
 
         if token_rate <= 0 or token_rate > FRAMES_PER_SECOND:
             raise ValueError(f"token_rate must be in (0, {FRAMES_PER_SECOND}] tokens/s, got {token_rate}")
+        if precision not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"precision must be torch.float32 or torch.bfloat16, got {precision}")
         self.device = torch.device(device)
         self.weights = weights
         self.token_rate = token_rate
+        self.precision = precision
         self.fbank = Fbank(n_mels=N_MELS, sample_rate=SAMPLE_RATE).to(self.device)
         self.network = build_voice_network(weights).to(self.device)
+        self.network.blocks.to(precision)
+        self.network.mfa.to(precision)
 
     @torch.inference_mode()
     def features(self, wav16k: torch.Tensor) -> torch.Tensor:
@@ -166,13 +183,13 @@ class VoiceEncoder:
     def forward_features(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """ECAPA-TDNN forward keeping the last block's frames: ((B, T, 1024), (B, 192) normalised)."""
         net = self.network
-        x = feats.transpose(1, 2)
+        x = feats.transpose(1, 2).to(self.precision)
         outputs = []
         for i, block in enumerate(net.blocks):
             x = block(x) if i == 0 else block(x, lengths=None)
             outputs.append(x)
-        frames = outputs[-1]
-        x = net.mfa(torch.cat(outputs[1:], dim=1))
+        frames = outputs[-1].float()
+        x = net.mfa(torch.cat(outputs[1:], dim=1)).float()
         x = net.fc(net.asp_bn(net.asp(x, lengths=None))).squeeze(-1)
         return frames.transpose(1, 2), F.normalize(x, dim=1)
 
