@@ -1,8 +1,16 @@
 """What each CPU path of the encoders buys, measured side by side in one run.
 
-The face side runs MTCNN's nets and InceptionResnetV1 channels-last
-(``faa_core.encoders.face.ChannelsLast``); the voice side runs ECAPA's kernel-1
-convolutions as matrix products (``faa_core.encoders.voice.PointwiseConv1d``).
+Each row switches one path on and off, everything else equal:
+
+- mtcnn channels-last: MTCNN's nets channels-last (``ChannelsLast``) vs the default layout;
+- mtcnn channels-first input: the batch handed to MTCNN as a view of
+  channels-first memory (``detector_input``) vs PIL images;
+- inception channels-last: InceptionResnetV1 channels-last vs the default layout;
+- inception bf16: its convolutions in bfloat16 vs float32 (where bf16 is native);
+- ecapa pointwise: ECAPA's kernel-1 convolutions as matrix products
+  (``PointwiseConv1d``) vs the generic convolution, in float32;
+- ecapa bf16: its TDNN blocks in bfloat16 vs float32 (where bf16 is native).
+
 This script builds the encoders once, then times each stage with the path on
 and off, alternating on and off every repeat so both see the same machine
 load, on the pipeline benchmark's media (4 photos at 640x480, 5 s of speech).
@@ -25,7 +33,8 @@ import torch
 from PIL import Image
 
 from faa_core.encoders import FaceEncoder, VoiceEncoder, resample_to_16k, resolve_weights
-from faa_core.encoders.face import _STEM, ChannelsLast
+from faa_core.device import native_bf16
+from faa_core.encoders.face import _STEM, ChannelsLast, detector_input
 from faa_core.encoders.voice import PointwiseConv1d
 from faa_core.media import load_audio
 from faa_core.pipeline import MATCH_MIN_FACE_SIZE
@@ -93,10 +102,18 @@ def main() -> None:
             voice.network = fast_voice
 
     stages = {
-        "mtcnn (4 photos)": (lambda: fast_det.detect(small), lambda: slow_det.detect(small)),
-        "inception (4 crops)": (lambda: face.forward_features(batch), lambda: slow_face_forward(batch)),
-        "ecapa (5 s)": (lambda: voice_forward(fast_voice), lambda: voice_forward(slow_voice)),
+        "mtcnn channels-last": (lambda: fast_det.detect(small), lambda: slow_det.detect(small)),
+        "mtcnn channels-first input": (lambda: fast_det.detect(detector_input(small)), lambda: fast_det.detect(small)),
+        "inception channels-last": (lambda: face.forward_features(batch), lambda: slow_face_forward(batch)),
+        "ecapa pointwise": (lambda: voice_forward(fast_voice), lambda: voice_forward(slow_voice)),
     }
+    if native_bf16(torch.device("cpu")):
+        face16 = FaceEncoder(weights.face, min_face_size=MATCH_MIN_FACE_SIZE, precision=torch.bfloat16)
+        voice16 = VoiceEncoder(weights.voice, precision=torch.bfloat16)
+        stages["inception bf16"] = (lambda: face16.forward_features(batch), lambda: face.forward_features(batch))
+        stages["ecapa bf16"] = (lambda: voice16.forward_features(feats), lambda: voice.forward_features(feats))
+    else:
+        print("this CPU has no native bf16: the bf16 rows are left out")
     times = {name: {"on": [], "off": []} for name in stages}
     with torch.inference_mode():
         for on, off in stages.values():  # warm-up
@@ -108,11 +125,11 @@ def main() -> None:
                     fn()
                     times[name][label].append(time.perf_counter() - t0)
     print(f"encoder CPU paths, {args.repeats} repeats alternating, {args.threads} torch threads, media: {kind}")
-    print(f"{'stage':>22} {'off p50 s':>10} {'on p50 s':>10} {'off/on':>7}")
+    print(f"{'stage':>26} {'off p50 s':>10} {'on p50 s':>10} {'off/on':>7}")
     result = {}
     for name, t in times.items():
         off, on = p50(t["off"]), p50(t["on"])
-        print(f"{name:>22} {off:10.4f} {on:10.4f} {off / on:7.2f}")
+        print(f"{name:>26} {off:10.4f} {on:10.4f} {off / on:7.2f}")
         result[name] = {"off_p50_s": round(off, 4), "on_p50_s": round(on, 4), "speedup": round(off / on, 3)}
     print(json.dumps({"threads": args.threads, "repeats": args.repeats, "stages": result}))
 

@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from faa_core.checkpoint import load_checkpoint  # noqa: E402
 from faa_core.device import DeviceError, pick_precision  # noqa: E402
 from faa_core.encoders import FaceEncoder, VoiceEncoder, resolve_weights  # noqa: E402
+from faa_core.encoders.face import detector_input  # noqa: E402
 from faa_core.model import FAAConfig, FAAModel  # noqa: E402
 from faa_core.pipeline import MATCH_MIN_FACE_SIZE, MatchPipeline  # noqa: E402
 
@@ -222,7 +223,7 @@ def main() -> None:
         with torch.inference_mode():
             t = time.perf_counter()
             for img in pil[:n]:
-                face_enc.detector.detect(img)
+                face_enc.detector.detect(detector_input([img]))
             out["mtcnn"] = time.perf_counter() - t
             t = time.perf_counter()
             face_enc.forward_features(crops_t[:n])  # the network in the encoder's precision

@@ -94,8 +94,8 @@ def pick_precision(choice: str, device: torch.device | str) -> torch.dtype:
     """The dtype the frozen encoders compute in for ``--precision choice`` on ``device``.
 
     Why: the face and voice encoders are most of a match request's arithmetic, and
-    where bf16 is native their convolutions run about twice as fast in it
-    (``benchmarks/cpu_paths.py``), for embeddings within 1e-5 of fp32 in cosine.
+    where bf16 is native they ran 1.6-1.9x faster in it (``benchmarks/cpu_paths.py``,
+    one and two threads), for embeddings within 1e-4 of fp32 in cosine (tested).
     ``auto`` takes bf16 only there; ``bf16`` where it is not native is refused
     (it would be slower than fp32).
     """

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .checkpoint import load_checkpoint
 from .device import pick_precision
+from .threads import intra_op_threads
 from .encoders import (
     FACE_DIM,
     FACE_GRID,
@@ -387,16 +388,21 @@ class MatchPipeline:
         timings["audio_load"] = time.perf_counter() - t0
 
         # The voice runs beside the photos' work (decode, detection, face encoder) when
-        # overlap_encoders is on: MTCNN leaves cores idle between its many small steps.
-        voice_job = self._executor().submit(self._encode_voice, wav) if self.overlap_encoders else None
+        # overlap_encoders is on and there is photo work to do: MTCNN leaves cores idle between its
+        # many small steps. The two then share the intra-op threads instead of each taking them all.
+        threads = torch.get_num_threads()
+        overlap = self.overlap_encoders and not self._faces_ready(images)
+        voice_threads, face_threads = (max(1, threads // 2), max(1, threads - threads // 2)) if overlap else (0, 0)
+        voice_job = self._executor().submit(self._encode_voice, wav, voice_threads) if overlap else None
         try:
-            t = time.perf_counter()
-            found, reports, warnings, entries, keys, from_cache = self._find_faces(images, names, strict)
-            timings["detection"] = time.perf_counter() - t
+            with intra_op_threads(face_threads):
+                t = time.perf_counter()
+                found, reports, warnings, entries, keys, from_cache = self._find_faces(images, names, strict)
+                timings["detection"] = time.perf_counter() - t
 
-            t = time.perf_counter()
-            face, encoded = self._face_features(found, entries, keys)
-            timings["face_encoder"] = time.perf_counter() - t
+                t = time.perf_counter()
+                face, encoded = self._face_features(found, entries, keys)
+                timings["face_encoder"] = time.perf_counter() - t
         except BaseException:
             if voice_job is not None:
                 voice_job.cancel()
@@ -440,12 +446,27 @@ class MatchPipeline:
             face_cache=cache_use,
         )
 
-    def _encode_voice(self, wav: torch.Tensor) -> tuple[Any, float]:
-        """The voice encoder on a 16 kHz waveform, and its seconds (runs in a worker thread too)."""
+    def _encode_voice(self, wav: torch.Tensor, threads: int = 0) -> tuple[Any, float]:
+        """The voice encoder on a 16 kHz waveform, and its seconds (runs in a worker thread too).
+
+        ``threads``: intra-op threads for this call (0: the thread's current count).
+        """
         t = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), intra_op_threads(threads):
             voice = self.voice_encoder.encode(wav.to(self.device))
         return voice, time.perf_counter() - t
+
+    def _faces_ready(self, images: Sequence[Any]) -> bool:
+        """Whether every image's faces and features are already in the face cache (no photo work to do)."""
+        cache = self.face_cache
+        if not cache.max_images:
+            return False
+        identity = encoder_identity(self.face_encoder)
+        for img in images:
+            entry = cache.get(content_key(img, identity))
+            if entry is None or not all(entry.has_features(j) for j in range(len(entry.faces))):
+                return False
+        return True
 
     def _executor(self) -> ThreadPoolExecutor:
         """The worker threads that run voice encoders beside the face work (created on first use)."""

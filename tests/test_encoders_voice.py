@@ -119,14 +119,17 @@ def test_pointwise_products_equal_speechbrains_convolutions(voice_encoder, speec
     feats = voice_encoder.features(speech16k[None])
     threads = torch.get_num_threads()
     try:
-        for n in (1, 2):  # one thread: the matrix-product path; more: the generic convolution
+        outputs = []
+        for n in (1, 2):
             torch.set_num_threads(n)
             with torch.no_grad():
                 ref, got = plain(feats), net(feats)
             assert ref.shape == got.shape == (1, 1, VOICE_DIM)
             torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+            outputs.append(got)
     finally:
         torch.set_num_threads(threads)
+    assert torch.equal(outputs[0], outputs[1])  # the same bits with one thread and with two
     assert set(plain.state_dict()) == set(net.state_dict())
 
 

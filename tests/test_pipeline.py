@@ -291,3 +291,29 @@ def test_bf16_encoders_stay_within_the_stated_tolerance(small_checkpoint, speech
         assert abs(x.cosine - y.cosine) <= 0.005
     print("max |dp|", max(abs(x.probability - y.probability) for x, y in zip(fa, fb)),
           "max |dcos|", max(abs(x.cosine - y.cosine) for x, y in zip(fa, fb)))
+
+
+def test_cold_request_shares_the_threads_between_the_encoders(pipeline, speech_wav, face_image_path, monkeypatch):
+    """With photo work to do, the voice encoder runs beside it on half the intra-op threads and the photos'
+    work on the rest; with every photo cached, the voice gets them all (it runs alone)."""
+    import faa_core.pipeline as pl
+
+    seen = []
+    real = pl.intra_op_threads
+
+    def spy(n):
+        seen.append(n)
+        return real(n)
+
+    monkeypatch.setattr(pl, "intra_op_threads", spy)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        pipeline.face_cache.clear()
+        pipeline(speech_wav, [face_image_path])
+        assert sorted(seen) == [1, 1]  # the face work in this thread, the voice in the worker
+        seen.clear()
+        pipeline(speech_wav, [face_image_path])  # photos cached: the voice alone, on all threads
+        assert seen == [0, 0]
+    finally:
+        torch.set_num_threads(threads)

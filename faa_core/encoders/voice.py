@@ -41,22 +41,25 @@ class VoiceFeatures:
 
 
 class PointwiseConv1d(torch.nn.Conv1d):
-    """A kernel-1 Conv1d that runs as one matrix product over the frames when torch has one thread.
+    """A kernel-1 Conv1d that runs in float32 as one matrix product over the frames.
 
     Why: ECAPA's 1x1 convolutions (every TDNN block's, and the 3072x3072
-    multi-layer aggregation: most of its FLOPs) go through PyTorch's generic
-    convolution path. With one intra-op thread (the app's default on a 2-core
-    machine: one per concurrent request) the same product as ``F.linear`` took
-    19% less time for the whole network; with two threads the generic path was
-    the faster one (0.84x), so it is kept there. Measured side by side by
-    ``benchmarks/cpu_paths.py --threads 1`` / ``--threads 2``. The sums run in
-    another order, so outputs agree to float32 rounding (1e-6 with random
-    weights; up to 1e-4 on frame features of mean size ~28 with the released
-    ones). Weights and state-dict keys are the Conv1d's.
+    multi-layer aggregation: most of its FLOPs) otherwise go through PyTorch's
+    generic convolution path, whose float32 sums come out in another order with
+    one thread than with two. As a matrix product the encoder's output is the
+    same bit for bit whatever the thread count, so a match whose voice was
+    encoded beside the photos' work (on half the threads) equals the same match
+    with the photos cached (on all of them). It is also faster with one thread
+    (the app's default on a 2-core machine) and a little slower with two
+    (``benchmarks/cpu_paths.py``). bfloat16 input keeps the convolution, which
+    is thread-count independent there and faster (oneDNN). Outputs agree with
+    Conv1d's to float32 rounding (1e-6 with random weights; up to 1e-4 on frame
+    features of mean size ~28 with the released ones). Weights and state-dict
+    keys are the Conv1d's.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.get_num_threads() != 1 or x.dtype != torch.float32:  # bf16: oneDNN's convolution is faster
+        if x.dtype != torch.float32:
             return super().forward(x)
         return F.linear(x.transpose(1, 2), self.weight[:, :, 0], self.bias).transpose(1, 2)
 
