@@ -133,6 +133,35 @@ def test_pointwise_products_equal_speechbrains_convolutions(voice_encoder, speec
     assert set(plain.state_dict()) == set(net.state_dict())
 
 
+def test_edge_reflect_convolutions_equal_speechbrains(voice_encoder, speech16k):
+    """Every ECAPA convolution skips the full reflect-padded copy; outputs equal SpeechBrain's own forward."""
+    import copy
+
+    from faa_core.encoders.voice import EdgeReflectConv1d, use_edge_reflect_padding
+
+    net = voice_encoder.network
+    swapped = [m for m in net.modules() if isinstance(m, EdgeReflectConv1d)]
+    assert len(swapped) == 38  # block 0, 3 x (2 TDNNs + 7 Res2Net convs + 2 SE convs), MFA, pooling's 2, fc
+    assert use_edge_reflect_padding(net) == 0  # idempotent
+    plain = copy.deepcopy(net)
+    for m in plain.modules():
+        if isinstance(m, EdgeReflectConv1d):
+            m.__class__ = type(m).__mro__[2]  # ECAPA's own Conv1d class
+    assert not any(isinstance(m, EdgeReflectConv1d) for m in plain.modules())
+    feats = voice_encoder.features(speech16k[None])
+    with torch.no_grad():
+        torch.testing.assert_close(net(feats), plain(feats), atol=1e-5, rtol=1e-5)
+        short = feats[:, :5]  # 5 frames: too short for the edge path of the dilated convolutions
+        torch.testing.assert_close(net(short), plain(short), atol=1e-5, rtol=1e-5)
+        conv = net.blocks[2].res2net_block.blocks[0].conv  # kernel 3, dilation 3: edges of 3 frames
+        assert (conv.kernel_size, conv.dilation) == (3, 3)
+        x = torch.randn(1, conv.in_channels, 40)
+        ref = type(conv).__mro__[2].forward(conv, x)
+        torch.testing.assert_close(conv(x), ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(conv(x)[..., :3], ref[..., :3], atol=1e-5, rtol=1e-5)
+    assert set(plain.state_dict()) == set(net.state_dict())
+
+
 def test_bf16_encoder_stays_within_the_stated_tolerance(voice_encoder, speech16k, speech_features):
     """bf16 TDNN blocks (the app's choice where native): embedding within cosine 1e-4, tokens within 2 %."""
     half = VoiceEncoder(voice_encoder.weights, token_rate=voice_encoder.token_rate, precision=torch.bfloat16)
