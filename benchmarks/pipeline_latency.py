@@ -176,6 +176,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--no-overlap", action="store_true",
                         help="voice encoder after the face work instead of beside it (to measure what overlap buys)")
+    parser.add_argument("--no-thread-share", action="store_true",
+                        help="with overlap, let the voice and the photos' work each use all torch threads "
+                             "(to measure what sharing them buys)")
     parser.add_argument("--precision", default="auto",
                         help="encoders' arithmetic: auto (bf16 where native, as the app and CLI), fp32 or bf16")
     parser.add_argument("--min-face-size", type=int, default=MATCH_MIN_FACE_SIZE,
@@ -198,7 +201,7 @@ def main() -> None:
     face_enc = FaceEncoder(weights.face, min_face_size=args.min_face_size, precision=precision)
     voice_enc = VoiceEncoder(weights.voice, precision=precision)
     pipe = MatchPipeline(model, card, face_enc, voice_enc, weights, args.checkpoint or "FAAConfig()",
-                         overlap_encoders=not args.no_overlap)
+                         overlap_encoders=not args.no_overlap, share_threads=not args.no_thread_share)
     pipe.warmup()
 
     work = Path(tempfile.mkdtemp(prefix="faa-bench-"))
@@ -314,6 +317,7 @@ def main() -> None:
         "cached_p50_s": round(cached_p50, 4),
         "cached_speedup": round(report["4"]["p50_s"] / cached_p50, 3),
         "overlap_encoders": pipe.overlap_encoders,
+        "share_threads": pipe.share_threads,
         "min_face_size": int(face_enc.detector.min_face_size),
         "torch_threads": torch.get_num_threads(),
         "detail": report,

@@ -141,8 +141,11 @@ class MatchPipeline:
         max_audio_s: float = MAX_AUDIO_SECONDS,
         face_cache_size: int = DEFAULT_MAX_IMAGES,
         overlap_encoders: bool = True,
+        share_threads: bool = True,
     ) -> None:
         self.model = model.eval()
+        #: with overlap_encoders, give the voice and the photos' work half of the intra-op threads each
+        self.share_threads = share_threads
         #: Recently seen images' faces, crops and features (``face_cache_size`` images, ~0.3 MB per face).
         self.face_cache = FaceCache(face_cache_size)
         self.overlap_encoders = overlap_encoders
@@ -392,7 +395,8 @@ class MatchPipeline:
         # many small steps. The two then share the intra-op threads instead of each taking them all.
         threads = torch.get_num_threads()
         overlap = self.overlap_encoders and not self._faces_ready(images)
-        voice_threads, face_threads = (max(1, threads // 2), max(1, threads - threads // 2)) if overlap else (0, 0)
+        share = overlap and self.share_threads
+        voice_threads, face_threads = (max(1, threads // 2), max(1, threads - threads // 2)) if share else (0, 0)
         voice_job = self._executor().submit(self._encode_voice, wav, voice_threads) if overlap else None
         try:
             with intra_op_threads(face_threads):
