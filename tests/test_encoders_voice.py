@@ -162,11 +162,25 @@ def test_edge_reflect_convolutions_equal_speechbrains(voice_encoder, speech16k):
     assert set(plain.state_dict()) == set(net.state_dict())
 
 
+@pytest.mark.parametrize("frames", [1, 7, 500])
+def test_attentive_pooling_equals_speechbrains(voice_encoder, frames):
+    """The rearranged pooling (utterance statistics projected once) gives SpeechBrain's pooled statistics."""
+    from faa_core.encoders.voice import attentive_pooling
+
+    asp = voice_encoder.network.asp
+    x = 3 * torch.randn(2, asp.tdnn.conv.in_channels // 3, frames, generator=torch.Generator().manual_seed(frames))
+    with torch.no_grad():
+        ref = asp(x, lengths=None)
+        got = attentive_pooling(asp, x)
+    assert got.shape == ref.shape == (2, 2 * x.shape[1], 1) and got.dtype == torch.float32
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+
+
 def test_bf16_encoder_stays_within_the_stated_tolerance(voice_encoder, speech16k, speech_features):
     """bf16 TDNN blocks (the app's choice where native): embedding within cosine 1e-4, tokens within 2 %."""
     half = VoiceEncoder(voice_encoder.weights, token_rate=voice_encoder.token_rate, precision=torch.bfloat16)
     assert half.network.blocks[0].conv.conv.weight.dtype == torch.bfloat16
-    assert half.network.asp.tdnn.conv.conv.weight.dtype == torch.float32  # pooling head stays float32
+    assert half.network.asp_bn.norm.weight.dtype == half.network.fc.conv.weight.dtype == torch.float32  # final layers
     got = half.encode(speech16k)
     assert got.embedding.dtype == got.tokens.dtype == torch.float32
     assert float(got.embedding @ speech_features.embedding) > 1 - 1e-4

@@ -133,6 +133,36 @@ def use_pointwise_products(net: torch.nn.Module) -> int:
     return count
 
 
+def attentive_pooling(asp: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """ECAPA's attentive statistics pooling over all frames of ``x`` (B, C, T): (B, 2C, 1), float32.
+
+    The same arithmetic as SpeechBrain's ``AttentiveStatisticsPooling`` with
+    global context and no padding (every frame counts), rearranged: its
+    attention TDNN reads the frames stacked with the utterance's mean and
+    standard deviation repeated over time, so that product is split into the
+    frames' part and a per-utterance constant computed once (a third of the
+    FLOPs). The attention layers run in ``dtype`` (the module's own dtype);
+    the statistics and the softmax stay float32. Equal to SpeechBrain's forward
+    to float rounding in float32 (tested).
+    """
+    x = x.float()
+    channels = x.shape[1]
+    mean = x.mean(dim=2)
+    std = (x - mean[..., None]).pow(2).mean(dim=2).clamp(min=asp.eps).sqrt()
+    conv = asp.tdnn.conv.conv  # the kernel-1 Conv1d over [frames; mean; std]
+    w = conv.weight[:, :, 0]
+    context = torch.cat([mean, std], dim=1).to(w.dtype) @ w[:, channels:].T  # (B, 128), once per utterance
+    if conv.bias is not None:
+        context = context + conv.bias
+    h = torch.matmul(w[:, :channels], x.to(dtype)) + context[..., None]
+    h = asp.tdnn.norm(asp.tdnn.activation(h))
+    logits = asp.conv(asp.tanh(h))
+    attn = torch.softmax(logits.float(), dim=2)
+    mean = (attn * x).sum(dim=2)
+    std = (attn * (x - mean[..., None]).pow(2)).sum(dim=2).clamp(min=asp.eps).sqrt()
+    return torch.cat([mean, std], dim=1)[..., None]
+
+
 def build_voice_network(weights: WeightFile) -> torch.nn.Module:
     """ECAPA-TDNN as in spkrec-ecapa-voxceleb, with the given weights (or seeded random)."""
     from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
@@ -201,8 +231,8 @@ class VoiceEncoder:
     ) -> None:
         """``precision``: the dtype of the TDNN blocks and the aggregation layer (float32 or bfloat16).
 
-        The Fbank front end and the attentive pooling head always compute in
-        float32 (pooling sums over all frames); outputs are float32 either way.
+        The Fbank front end, the pooling's statistics and the final layers
+        always compute in float32; outputs are float32 either way.
         Training extraction keeps float32; see ``faa_core.device.pick_precision``.
         """
         from speechbrain.lobes.features import Fbank
@@ -219,6 +249,7 @@ class VoiceEncoder:
         self.network = build_voice_network(weights).to(self.device)
         self.network.blocks.to(precision)
         self.network.mfa.to(precision)
+        self.network.asp.to(precision)  # its statistics stay float32 (see attentive_pooling)
 
     @torch.inference_mode()
     def features(self, wav16k: torch.Tensor) -> torch.Tensor:
@@ -251,8 +282,8 @@ class VoiceEncoder:
             x = block(x) if i == 0 else block(x, lengths=None)
             outputs.append(x)
         frames = outputs[-1].float()
-        x = net.mfa(torch.cat(outputs[1:], dim=1)).float()
-        x = net.fc(net.asp_bn(net.asp(x, lengths=None))).squeeze(-1)
+        x = net.mfa(torch.cat(outputs[1:], dim=1))
+        x = net.fc(net.asp_bn(attentive_pooling(net.asp, x, self.precision))).squeeze(-1)
         return frames.transpose(1, 2), F.normalize(x, dim=1)
 
     def pool_tokens(self, frames: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
