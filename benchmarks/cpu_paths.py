@@ -9,7 +9,10 @@ Each row switches one path on and off, everything else equal:
 - inception bf16: its convolutions in bfloat16 vs float32 (where bf16 is native);
 - ecapa pointwise: ECAPA's kernel-1 convolutions as matrix products
   (``PointwiseConv1d``) vs the generic convolution, in float32;
-- ecapa bf16: its TDNN blocks in bfloat16 vs float32 (where bf16 is native).
+- ecapa bf16: its TDNN blocks in bfloat16 vs float32 (where bf16 is native);
+- ecapa pooling rearranged: ``attentive_pooling`` (utterance statistics projected
+  once, attention in the encoder's precision) vs SpeechBrain's pooling module in
+  float32, in the encoder as the app runs it (bf16 where native).
 
 This script builds the encoders once, then times each stage with the path on
 and off, alternating on and off every repeat so both see the same machine
@@ -35,7 +38,9 @@ from PIL import Image
 from faa_core.encoders import FaceEncoder, VoiceEncoder, resample_to_16k, resolve_weights
 from faa_core.device import native_bf16
 from faa_core.encoders.face import _STEM, ChannelsLast, detector_input
+import faa_core.encoders.voice as voice_module
 from faa_core.encoders.voice import PointwiseConv1d
+from faa_core.encoders.voice import attentive_pooling as rearranged_pooling
 from faa_core.media import load_audio
 from faa_core.pipeline import MATCH_MIN_FACE_SIZE
 from pipeline_latency import make_photos, make_speech
@@ -112,8 +117,20 @@ def main() -> None:
         voice16 = VoiceEncoder(weights.voice, precision=torch.bfloat16)
         stages["inception bf16"] = (lambda: face16.forward_features(batch), lambda: face.forward_features(batch))
         stages["ecapa bf16"] = (lambda: voice16.forward_features(feats), lambda: voice.forward_features(feats))
+        app_voice = voice16
     else:
         print("this CPU has no native bf16: the bf16 rows are left out")
+        app_voice = voice
+    module_pooling = copy.deepcopy(app_voice.network.asp).float()
+
+    def speechbrain_pooling_forward():
+        voice_module.attentive_pooling = lambda asp, x, dtype: module_pooling(x.float(), lengths=None)
+        try:
+            return app_voice.forward_features(feats)
+        finally:
+            voice_module.attentive_pooling = rearranged_pooling
+
+    stages["ecapa pooling rearranged"] = (lambda: app_voice.forward_features(feats), speechbrain_pooling_forward)
     times = {name: {"on": [], "off": []} for name in stages}
     with torch.inference_mode():
         for on, off in stages.values():  # warm-up
