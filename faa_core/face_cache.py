@@ -176,6 +176,11 @@ class FaceCache:
             self.hits += 1
             return entry
 
+    def peek(self, key: Optional[str]) -> Optional[CachedImage]:
+        """The entry for ``key`` or None, without counting a hit or miss or changing the eviction order."""
+        with self._lock:
+            return None if key is None else self._entries.get(key)
+
     def put(self, key: Optional[str], entry: CachedImage) -> None:
         """Store (or replace) an entry; evicts the least recently used beyond ``max_images``."""
         if key is None or self.max_images == 0:

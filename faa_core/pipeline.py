@@ -467,7 +467,7 @@ class MatchPipeline:
             return False
         identity = encoder_identity(self.face_encoder)
         for img in images:
-            entry = cache.get(content_key(img, identity))
+            entry = cache.peek(content_key(img, identity))
             if entry is None or not all(entry.has_features(j) for j in range(len(entry.faces))):
                 return False
         return True

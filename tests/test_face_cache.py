@@ -35,6 +35,8 @@ def test_lru_evicts_least_recently_used():
     assert "b" not in cache and "a" in cache and "c" in cache
     assert cache.get("b") is None
     assert cache.stats()["hits"] == 1 and cache.stats()["misses"] == 1
+    assert cache.peek("a") is cache.get("a") and cache.peek("zz") is None and cache.peek(None) is None
+    assert cache.stats()["hits"] == 2 and cache.stats()["misses"] == 1  # peek counts nothing
 
 
 def test_size_zero_keeps_nothing_and_none_key_is_never_stored():
