@@ -156,3 +156,14 @@ def test_precision_auto_takes_bf16_only_where_native(monkeypatch, native):
             pick_precision("bf16", "cpu")
     with pytest.raises(DeviceError, match="--precision must be auto, fp32 or bf16, got 'half'"):
         pick_precision("half", "cpu")
+
+
+@pytest.mark.parametrize("cmd", CLIS[2:], ids=["match", "app"])
+def test_unknown_precision_is_refused_in_one_line(cmd):
+    env = {"HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PATH": "/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": ""}
+    r = subprocess.run([*cmd, "--device", "cpu", "--precision", "half"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 2
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].endswith("error: --precision must be auto, fp32 or bf16, got 'half'")
