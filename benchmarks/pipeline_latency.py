@@ -41,7 +41,7 @@ from torch.utils.flop_counter import flop_registry
 ROOT = Path(__file__).resolve().parents[1]
 
 from faa_core.checkpoint import load_checkpoint  # noqa: E402
-from faa_core.device import DeviceError, pick_precision  # noqa: E402
+from faa_core.device import PRECISION_CHOICES, DeviceError, pick_precision  # noqa: E402
 from faa_core.encoders import FaceEncoder, VoiceEncoder, resolve_weights  # noqa: E402
 from faa_core.encoders.face import detector_input  # noqa: E402
 from faa_core.model import FAAConfig, FAAModel  # noqa: E402
@@ -179,8 +179,7 @@ def main() -> None:
     parser.add_argument("--no-thread-share", action="store_true",
                         help="with overlap, let the voice and the photos' work each use all torch threads "
                              "(to measure what sharing them buys)")
-    parser.add_argument("--precision", default="auto",
-                        help="encoders' arithmetic: auto (bf16 where native, as the app and CLI), fp32 or bf16")
+    parser.add_argument("--precision", default="auto", help=f"encoders' arithmetic, as in the app: {PRECISION_CHOICES}")
     parser.add_argument("--min-face-size", type=int, default=MATCH_MIN_FACE_SIZE,
                         help="MTCNN minimum face size in pixels of the detection copy (default: the pipeline's "
                              f"{MATCH_MIN_FACE_SIZE}, as the app and CLI use; 20 = the encoder's full pyramid)")

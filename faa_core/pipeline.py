@@ -239,8 +239,16 @@ class MatchPipeline:
         found, reports, warnings, _, _, _ = self._find_faces(images, names, strict)
         return found, reports, warnings
 
+    def _cache_keys(self, images: Sequence[Any]) -> list[Optional[str]]:
+        """Each image's face-cache key (None when the cache is off or the input cannot be hashed)."""
+        if not self.face_cache.max_images:
+            return [None] * len(images)
+        identity = encoder_identity(self.face_encoder)
+        return [content_key(img, identity) for img in images]
+
     def _find_faces(
-        self, images: Sequence[Any], names: Optional[Sequence[str]], strict: bool, require: bool = True
+        self, images: Sequence[Any], names: Optional[Sequence[str]], strict: bool, require: bool = True,
+        keys: Optional[list[Optional[str]]] = None,
     ) -> tuple[list[tuple[int, int, DetectedFace]], list[ImageReport], list[str], list[Any], list[Optional[str]], int]:
         """:meth:`detect`, served from the face cache where it can, plus each image's cache entry and key
         and how many images came from the cache.
@@ -248,13 +256,13 @@ class MatchPipeline:
         Images not in the cache are decoded, then detected together
         (``FaceEncoder.detect_batch`` when the encoder has it: one MTCNN pass per
         group of equal detection size); an image given twice is detected once.
+        ``keys``: the images' cache keys when the caller has them already.
         """
         names = list(names) if names is not None else [_image_name(im, i) for i, im in enumerate(images)]
         if len(names) != len(images):
             raise ValueError(f"{len(images)} images but {len(names)} names")
         cache = self.face_cache
-        identity = encoder_identity(self.face_encoder) if cache.max_images else ""
-        keys = [content_key(img, identity) if cache.max_images else None for img in images]
+        keys = self._cache_keys(images) if keys is None else keys
         entries: list[Optional[CachedImage]] = [cache.get(k) if k is not None else None for k in keys]
         from_cache = sum(e is not None for e in entries)
         errors: dict[int, InputError] = {}
@@ -394,14 +402,15 @@ class MatchPipeline:
         # overlap_encoders is on and there is photo work to do: MTCNN leaves cores idle between its
         # many small steps. The two then share the intra-op threads instead of each taking them all.
         threads = torch.get_num_threads()
-        overlap = self.overlap_encoders and not self._faces_ready(images)
+        keys = self._cache_keys(images)  # hashed once: for this check and for the lookups below
+        overlap = self.overlap_encoders and not self._faces_ready(keys)
         share = overlap and self.share_threads
         voice_threads, face_threads = (max(1, threads // 2), max(1, threads - threads // 2)) if share else (0, 0)
         voice_job = self._executor().submit(self._encode_voice, wav, voice_threads) if overlap else None
         try:
             with intra_op_threads(face_threads):
                 t = time.perf_counter()
-                found, reports, warnings, entries, keys, from_cache = self._find_faces(images, names, strict)
+                found, reports, warnings, entries, keys, from_cache = self._find_faces(images, names, strict, keys=keys)
                 timings["detection"] = time.perf_counter() - t
 
                 t = time.perf_counter()
@@ -460,14 +469,10 @@ class MatchPipeline:
             voice = self.voice_encoder.encode(wav.to(self.device))
         return voice, time.perf_counter() - t
 
-    def _faces_ready(self, images: Sequence[Any]) -> bool:
+    def _faces_ready(self, keys: list[Optional[str]]) -> bool:
         """Whether every image's faces and features are already in the face cache (no photo work to do)."""
-        cache = self.face_cache
-        if not cache.max_images:
-            return False
-        identity = encoder_identity(self.face_encoder)
-        for img in images:
-            entry = cache.peek(content_key(img, identity))
+        for key in keys:
+            entry = self.face_cache.peek(key)
             if entry is None or not all(entry.has_features(j) for j in range(len(entry.faces))):
                 return False
         return True

@@ -289,8 +289,6 @@ def test_bf16_encoders_stay_within_the_stated_tolerance(small_checkpoint, speech
         assert x.box == y.box
         assert abs(x.probability - y.probability) <= 0.005
         assert abs(x.cosine - y.cosine) <= 0.005
-    print("max |dp|", max(abs(x.probability - y.probability) for x, y in zip(fa, fb)),
-          "max |dcos|", max(abs(x.cosine - y.cosine) for x, y in zip(fa, fb)))
 
 
 def test_cold_request_shares_the_threads_between_the_encoders(pipeline, speech_wav, face_image_path, monkeypatch):
