@@ -51,8 +51,8 @@ class PointwiseConv1d(torch.nn.Conv1d):
     same bit for bit whatever the thread count, so a match whose voice was
     encoded beside the photos' work (on half the threads) equals the same match
     with the photos cached (on all of them). It is also faster with one thread
-    (the app's default on a 2-core machine) and a little slower with two
-    (``benchmarks/cpu_paths.py``). bfloat16 input keeps the convolution, which
+    (the app's default on a 2-core machine: 1.16-1.18x) and about as fast with
+    two (0.99-1.03x; ``benchmarks/cpu_paths.py``). bfloat16 input keeps the convolution, which
     is thread-count independent there and faster (oneDNN). Outputs agree with
     Conv1d's to float32 rounding (1e-6 with random weights; up to 1e-4 on frame
     features of mean size ~28 with the released ones). Weights and state-dict
@@ -140,8 +140,8 @@ def attentive_pooling(asp: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype 
     global context and no padding (every frame counts), rearranged: its
     attention TDNN reads the frames stacked with the utterance's mean and
     standard deviation repeated over time, so that product is split into the
-    frames' part and a per-utterance constant computed once (a third of the
-    FLOPs). The attention layers run in ``dtype`` (the module's own dtype);
+    frames' part and a per-utterance constant computed once (the layer then
+    costs a third of its FLOPs). The attention layers run in ``dtype`` (the module's own dtype);
     the statistics and the softmax stay float32. Equal to SpeechBrain's forward
     to float rounding in float32 (tested).
     """
