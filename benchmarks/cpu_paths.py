@@ -10,6 +10,11 @@ Each row switches one path on and off, everything else equal:
 - ecapa pointwise: ECAPA's kernel-1 convolutions as matrix products
   (``PointwiseConv1d``) vs the generic convolution, in float32;
 - ecapa bf16: its TDNN blocks in bfloat16 vs float32 (where bf16 is native);
+- ecapa pointwise bf16: the kernel-1 convolutions as ``addmm`` on (channels,
+  frames) vs oneDNN's convolution, in the bf16 encoder (where bf16 is native);
+- ecapa reflect-same convs: SpeechBrain's convolutions with the padding of
+  kernel-1 inputs and the wrapper code skipped (``ReflectSameConv1d``) vs its
+  own forward, in the encoder as the app runs it;
 - ecapa pooling rearranged: ``attentive_pooling`` (utterance statistics projected
   once, attention in the encoder's precision) vs SpeechBrain's pooling module in
   float32, in the encoder as the app runs it (bf16 where native).
@@ -39,7 +44,7 @@ from faa_core.encoders import FaceEncoder, VoiceEncoder, resample_to_16k, resolv
 from faa_core.device import native_bf16
 from faa_core.encoders.face import _STEM, ChannelsLast, detector_input
 import faa_core.encoders.voice as voice_module
-from faa_core.encoders.voice import PointwiseConv1d
+from faa_core.encoders.voice import PointwiseConv1d, ReflectSameConv1d
 from faa_core.encoders.voice import attentive_pooling as rearranged_pooling
 from faa_core.media import load_audio
 from faa_core.pipeline import MATCH_MIN_FACE_SIZE
@@ -62,6 +67,15 @@ def plain_voice_network(net):
     for m in out.modules():
         if isinstance(m, PointwiseConv1d):
             m.__class__ = torch.nn.Conv1d
+    return out
+
+
+def speechbrain_convs_network(net):
+    """A copy of ECAPA whose convolutions run SpeechBrain's own forward again."""
+    out = copy.deepcopy(net)
+    for m in out.modules():
+        if isinstance(m, ReflectSameConv1d):
+            m.__class__ = type(m).__mro__[2]  # ECAPA's own Conv1d class
     return out
 
 
@@ -99,12 +113,13 @@ def main() -> None:
         y = slow_face.block8(slow_face.repeat_3(slow_face.mixed_7a(y)))
         return slow_face.last_bn(slow_face.last_linear(slow_face.avgpool_1a(y).flatten(1)))
 
-    def voice_forward(net):
-        voice.network = net
+    def voice_forward(net, encoder=voice):
+        kept = encoder.network
+        encoder.network = net
         try:
-            return voice.forward_features(feats)
+            return encoder.forward_features(feats)
         finally:
-            voice.network = fast_voice
+            encoder.network = kept
 
     stages = {
         "mtcnn channels-last": (lambda: fast_det.detect(small), lambda: slow_det.detect(small)),
@@ -117,10 +132,16 @@ def main() -> None:
         voice16 = VoiceEncoder(weights.voice, precision=torch.bfloat16)
         stages["inception bf16"] = (lambda: face16.forward_features(batch), lambda: face.forward_features(batch))
         stages["ecapa bf16"] = (lambda: voice16.forward_features(feats), lambda: voice.forward_features(feats))
+        conv16 = plain_voice_network(voice16.network)
+        stages["ecapa pointwise bf16"] = (lambda: voice16.forward_features(feats),
+                                          lambda: voice_forward(conv16, voice16))
         app_voice = voice16
     else:
         print("this CPU has no native bf16: the bf16 rows are left out")
         app_voice = voice
+    sb_convs = speechbrain_convs_network(app_voice.network)
+    stages["ecapa reflect-same convs"] = (lambda: app_voice.forward_features(feats),
+                                          lambda: voice_forward(sb_convs, app_voice))
     module_pooling = copy.deepcopy(app_voice.network.asp).float()
 
     def speechbrain_pooling_forward():

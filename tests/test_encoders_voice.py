@@ -133,32 +133,59 @@ def test_pointwise_products_equal_speechbrains_convolutions(voice_encoder, speec
     assert set(plain.state_dict()) == set(net.state_dict())
 
 
-def test_edge_reflect_convolutions_equal_speechbrains(voice_encoder, speech16k):
-    """Every ECAPA convolution skips the full reflect-padded copy; outputs equal SpeechBrain's own forward."""
+@pytest.mark.parametrize("batch", [1, 3])
+def test_pointwise_product_in_bfloat16_matches_the_convolution_with_any_thread_count(batch):
+    """bfloat16 1x1 convolutions run as addmm / matmul on (channels, frames): oneDNN's convolution to bf16 rounding,
+    and the same bits with one thread and with two."""
+    from faa_core.encoders.voice import PointwiseConv1d
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(256, 128, 1).to(torch.bfloat16)
+    x = torch.randn(batch, 256, 300).to(torch.bfloat16)
+    ref = conv(x)
+    conv.__class__ = PointwiseConv1d
+    threads = torch.get_num_threads()
+    try:
+        outputs = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            with torch.no_grad():
+                outputs.append(conv(x))
+    finally:
+        torch.set_num_threads(threads)
+    got = outputs[0]
+    assert got.dtype == torch.bfloat16 and got.shape == (batch, 128, 300)
+    torch.testing.assert_close(got.float(), ref.float(), atol=0.02, rtol=0.01)  # two bf16 roundings of values ~0.6
+    assert torch.equal(outputs[0], outputs[1])
+
+
+def test_reflect_same_convolutions_equal_speechbrains_bit_for_bit(voice_encoder, speech16k):
+    """Every ECAPA convolution runs without SpeechBrain's wrapper code; outputs are its own forward's, exactly."""
     import copy
 
-    from faa_core.encoders.voice import EdgeReflectConv1d, use_edge_reflect_padding
+    from faa_core.encoders.voice import ReflectSameConv1d, use_reflect_same_convs
 
     net = voice_encoder.network
-    swapped = [m for m in net.modules() if isinstance(m, EdgeReflectConv1d)]
+    swapped = [m for m in net.modules() if isinstance(m, ReflectSameConv1d)]
     assert len(swapped) == 38  # block 0, 3 x (2 TDNNs + 7 Res2Net convs + 2 SE convs), MFA, pooling's 2, fc
-    assert use_edge_reflect_padding(net) == 0  # idempotent
+    assert sum(m.kernel_size == 1 for m in swapped) == 16  # 3 x (2 TDNNs + 2 SE convs), MFA, pooling's 2, fc
+    assert use_reflect_same_convs(net) == 0  # idempotent
     plain = copy.deepcopy(net)
     for m in plain.modules():
-        if isinstance(m, EdgeReflectConv1d):
+        if isinstance(m, ReflectSameConv1d):
             m.__class__ = type(m).__mro__[2]  # ECAPA's own Conv1d class
-    assert not any(isinstance(m, EdgeReflectConv1d) for m in plain.modules())
+    assert not any(isinstance(m, ReflectSameConv1d) for m in plain.modules())
     feats = voice_encoder.features(speech16k[None])
     with torch.no_grad():
-        torch.testing.assert_close(net(feats), plain(feats), atol=1e-5, rtol=1e-5)
-        short = feats[:, :5]  # 5 frames: too short for the edge path of the dilated convolutions
-        torch.testing.assert_close(net(short), plain(short), atol=1e-5, rtol=1e-5)
-        conv = net.blocks[2].res2net_block.blocks[0].conv  # kernel 3, dilation 3: edges of 3 frames
+        assert torch.equal(net(feats), plain(feats))
+        conv = net.blocks[2].res2net_block.blocks[0].conv  # kernel 3, dilation 3: 3 frames reflected each side
         assert (conv.kernel_size, conv.dilation) == (3, 3)
         x = torch.randn(1, conv.in_channels, 40)
-        ref = type(conv).__mro__[2].forward(conv, x)
-        torch.testing.assert_close(conv(x), ref, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(conv(x)[..., :3], ref[..., :3], atol=1e-5, rtol=1e-5)
+        assert torch.equal(conv(x), type(conv).__mro__[2].forward(conv, x))
+        with pytest.raises(RuntimeError):  # too short to reflect: the same error as SpeechBrain's
+            conv(x[..., :3])
+        short = feats[:, :5]  # 5 frames: just long enough for the widest reflection (4 frames)
+        assert torch.equal(net(short), plain(short))
     assert set(plain.state_dict()) == set(net.state_dict())
 
 

@@ -42,27 +42,33 @@ class VoiceFeatures:
 
 
 class PointwiseConv1d(torch.nn.Conv1d):
-    """A kernel-1 Conv1d that runs in float32 as one matrix product over the frames.
+    """A kernel-1 Conv1d that runs as one matrix product over the frames.
 
     Why: ECAPA's 1x1 convolutions (every TDNN block's, and the 3072x3072
     multi-layer aggregation: most of its FLOPs) otherwise go through PyTorch's
-    generic convolution path, whose float32 sums come out in another order with
-    one thread than with two. As a matrix product the encoder's output is the
-    same bit for bit whatever the thread count, so a match whose voice was
-    encoded beside the photos' work (on half the threads) equals the same match
-    with the photos cached (on all of them). It is also faster with one thread
-    (the app's default on a 2-core machine: 1.16-1.18x) and about as fast with
-    two (0.99-1.03x; ``benchmarks/cpu_paths.py``). bfloat16 input keeps the convolution, which
-    is thread-count independent there and faster (oneDNN). Outputs agree with
-    Conv1d's to float32 rounding (1e-6 with random weights; up to 1e-4 on frame
-    features of mean size ~28 with the released ones). Weights and state-dict
-    keys are the Conv1d's.
+    generic convolution path. In float32 that path's sums come out in another
+    order with one thread than with two; as a matrix product the encoder's
+    output is the same bit for bit whatever the thread count, so a match whose
+    voice was encoded beside the photos' work (on half the threads) equals the
+    same match with the photos cached (on all of them). float32 runs as
+    ``linear`` on the (frames, channels) view (1.16-1.18x with one thread, about
+    as fast with two); bfloat16 as ``addmm`` on the (channels, frames) layout
+    the frames already have (the transposed view is slow there), 1.03-1.11x
+    over oneDNN's convolution with two threads and also thread-count
+    independent (``benchmarks/cpu_paths.py``). Outputs agree with Conv1d's to
+    rounding (1e-6 with random weights in float32; up to 1e-4 on frame features
+    of mean size ~28 with the released ones). Weights and state-dict keys are
+    the Conv1d's.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype != torch.float32:
-            return super().forward(x)
-        return F.linear(x.transpose(1, 2), self.weight[:, :, 0], self.bias).transpose(1, 2)
+        w = self.weight[:, :, 0]
+        if x.dtype == torch.float32:
+            return F.linear(x.transpose(1, 2), w, self.bias).transpose(1, 2)
+        if x.ndim == 3 and x.shape[0] == 1 and self.bias is not None:
+            return torch.addmm(self.bias[:, None], w, x[0])[None]
+        y = torch.matmul(w, x)
+        return y if self.bias is None else y + self.bias[:, None]
 
 
 def _speechbrain_conv1d() -> type:
@@ -71,55 +77,47 @@ def _speechbrain_conv1d() -> type:
     return Conv1d
 
 
-class EdgeReflectConv1d(torch.nn.Module):
-    """SpeechBrain's "same", reflect-padded Conv1d, without copying the whole input to pad it.
+class ReflectSameConv1d(torch.nn.Module):
+    """SpeechBrain's "same", reflect-padded Conv1d without the Python around the product.
 
-    Why: every ECAPA convolution first copied its input into a reflect-padded
-    tensor (a tenth of the encoder's time with bf16, measured with the torch
-    profiler), although only the first and last ``p`` output frames see the
-    padding. Here the convolution runs zero-padded on the input as it is, and
-    those edge frames are recomputed from a reflect-padded copy of the few
-    frames they read; kernel-1 convolutions (no padding) run directly. Same
-    weights and state-dict keys (the class of SpeechBrain's module is swapped
-    in place); outputs equal its own to float rounding (tested). Inputs it does
-    not handle (other padding modes, strides, layouts, too-short inputs) go
-    through SpeechBrain's own forward.
+    Why: its forward pads every input, kernel-1 convolutions included (a copy
+    of the whole input for nothing: ECAPA has 22 of them), and recomputes the
+    padding through a few helper calls on each of the encoder's 38
+    convolutions. Here kernel-1 convolutions run on the input directly and the
+    others on one reflect-padded copy, the same arithmetic as SpeechBrain's, so
+    the outputs are equal bit for bit (tested); 1.03-1.06x for the whole
+    encoder (``benchmarks/cpu_paths.py``). Same weights and state-dict keys (the
+    class of SpeechBrain's module is swapped in place). Inputs it does not
+    handle (other padding modes, strides, layouts) go through SpeechBrain's own
+    forward.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from speechbrain.nnet.CNN import get_padding_elem
-
         if (self.skip_transpose and not self.unsqueeze and self.padding == "same" and self.stride == 1
                 and self.padding_mode == "reflect" and x.ndim == 3):
+            from speechbrain.nnet.CNN import get_padding_elem
+
             left, right = get_padding_elem(self.in_channels, 1, self.kernel_size, self.dilation)
-            if left == right == 0:
-                return self.conv(x)
-            p = left
-            if left == right and x.shape[-1] >= 3 * p + 1 and type(self.conv) is torch.nn.Conv1d:
-                w, b, d = self.conv.weight, self.conv.bias, self.dilation
-                y = F.conv1d(x, w, b, padding=p, dilation=d)
-                y[..., :p] = F.conv1d(F.pad(x[..., : 3 * p], (p, 0), mode="reflect"), w, b, dilation=d)[..., :p]
-                y[..., -p:] = F.conv1d(F.pad(x[..., -3 * p :], (0, p), mode="reflect"), w, b, dilation=d)[..., -p:]
-                return y
+            return self.conv(x if left == right == 0 else F.pad(x, (left, right), mode="reflect"))
         return _speechbrain_conv1d().forward(self, x)
 
 
-def use_edge_reflect_padding(net: torch.nn.Module) -> int:
-    """Turn every SpeechBrain Conv1d of ``net`` into an :class:`EdgeReflectConv1d`; returns how many."""
+def use_reflect_same_convs(net: torch.nn.Module) -> int:
+    """Turn every SpeechBrain Conv1d of ``net`` into a :class:`ReflectSameConv1d`; returns how many."""
     base = _speechbrain_conv1d()
     count = 0
     for m in net.modules():
         # SpeechBrain's Conv1d or a subclass that keeps its forward (ECAPA's sets skip_transpose)
-        if isinstance(m, base) and not isinstance(m, EdgeReflectConv1d) and type(m).forward is base.forward:
-            m.__class__ = _edge_reflect_class(type(m))
+        if isinstance(m, base) and not isinstance(m, ReflectSameConv1d) and type(m).forward is base.forward:
+            m.__class__ = _reflect_same_class(type(m))
             count += 1
     return count
 
 
 @functools.lru_cache(maxsize=None)
-def _edge_reflect_class(cls: type) -> type:
-    """EdgeReflectConv1d as a subclass of ``cls`` (SpeechBrain's Conv1d or ECAPA's), made once per class."""
-    return type(cls.__name__, (EdgeReflectConv1d, cls), {"__doc__": EdgeReflectConv1d.__doc__})
+def _reflect_same_class(cls: type) -> type:
+    """ReflectSameConv1d as a subclass of ``cls`` (SpeechBrain's Conv1d or ECAPA's), made once per class."""
+    return type(cls.__name__, (ReflectSameConv1d, cls), {"__doc__": ReflectSameConv1d.__doc__})
 
 
 def use_pointwise_products(net: torch.nn.Module) -> int:
@@ -180,7 +178,7 @@ def build_voice_network(weights: WeightFile) -> torch.nn.Module:
     if weights.path is not None:
         load_into(net, weights.path, "voice")
     use_pointwise_products(net)
-    use_edge_reflect_padding(net)
+    use_reflect_same_convs(net)
     return net.eval().requires_grad_(False)
 
 
