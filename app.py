@@ -78,8 +78,8 @@ class MatchView:
     status: str
     ranking: str = ""
     gallery: list[tuple[np.ndarray, str]] = field(default_factory=list)
-    bars: Optional[np.ndarray] = None
-    voice_plot: Optional[np.ndarray] = None
+    bars: str = ""  # SVG markup
+    voice_plot: str = ""  # SVG markup
     summary: dict[str, Any] = field(default_factory=dict)
 
     def outputs(self) -> tuple:
@@ -458,10 +458,8 @@ def build_demo(pipeline: Any, info: AppInfo, delete_cache: tuple[int, int] = DEL
             with gr.Column(scale=1):
                 status = gr.Markdown(elem_id="faa-status")
                 ranking = gr.Markdown(elem_id="faa-ranking")
-                bars = gr.Image(
-                    label="Match probability per face", show_label=False, type="numpy", format="png",
-                    interactive=False, elem_id="faa-bars",
-                )
+                # the two figures are inline SVG: nothing to encode or fetch per request (see app_ui.figures)
+                bars = gr.HTML(elem_id="faa-bars")
         gallery = gr.Gallery(
             label="Candidates, best first: aligned face crop | attention heatmap over it",
             # JPEG: the tiles are photographs; measured per 160x326 tile, PNG took 8 ms to encode and 114 kB,
@@ -469,10 +467,7 @@ def build_demo(pipeline: Any, info: AppInfo, delete_cache: tuple[int, int] = DEL
             columns=4, object_fit="contain", height="auto", format="jpeg", interactive=False,
             elem_id="faa-gallery",
         )
-        voice_plot = gr.Image(
-            label="Voice attention over the waveform", show_label=False, type="numpy", format="png",
-            interactive=False, elem_id="faa-voice-attention",
-        )
+        voice_plot = gr.HTML(elem_id="faa-voice-attention")
         with gr.Accordion("How to read this", open=True):
             gr.Markdown(HOW_TO_READ, elem_id="faa-how-to-read")
         with gr.Accordion("Result as JSON", open=False):

@@ -111,8 +111,8 @@ def test_good_request_ranks_every_face_with_heatmaps(client, speech_wav, face_im
     tile = np.asarray(Image.open(out["gallery"][0]["image"]))
     assert tile.shape[0] == 160 and tile.shape[1] > 2 * 160
     assert out["gallery"][0]["caption"].startswith("#1 ")
-    assert Image.open(out["bars"]).size[0] > 100
-    assert Image.open(out["voice_plot"]).size[0] > 100
+    assert out["bars"].startswith("<svg") and f"{faces[0]['probability']:.3f}" in out["bars"]
+    assert out["voice_plot"].startswith("<svg") and "Which moments of the voice" in out["voice_plot"]
     assert any("RANDOM ENCODER WEIGHTS" in w for w in s["model_warnings"])
     assert s["voice"]["tokens"] >= 1
 
@@ -297,19 +297,75 @@ def test_missing_checkpoint_exits_with_message(tmp_path, capsys):
 
 
 # -- drawing helpers ------------------------------------------------------------------
-def test_drawing_helpers_shapes():
+def test_tile_helpers_shapes():
     rng = np.random.default_rng(0)
     crop = rng.integers(0, 255, (160, 160, 3), dtype=np.uint8)
     heat = rng.random((160, 160))
     assert heatmap_overlay(crop, heat).shape == (160, 160, 3)
     assert candidate_tile(crop, None).shape == (160, 160, 3)
     assert candidate_tile(crop, heat).shape[1] > 320
-    bars = probability_bars(["a", "b"], [0.7, 0.2])
-    assert bars.ndim == 3 and bars.shape[2] == 3
+
+
+def _svg_root(markup: str):
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(markup)  # well-formed XML, or this raises
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    return root
+
+
+def _svg_all(root, tag: str) -> list:
+    return root.findall(f".//{{http://www.w3.org/2000/svg}}{tag}")
+
+
+def test_probability_bars_are_svg_with_one_bar_per_face_scaled_to_the_probability():
+    root = _svg_root(probability_bars(["a", "b", "c"], [0.7, 0.2, 0.0]))
+    bars = _svg_all(root, "rect")[1:]  # the first rect is the background
+    assert len(bars) == 2  # p = 0 draws no bar
+    widths = [float(b.get("width")) for b in bars]
+    assert widths[0] / widths[1] == pytest.approx(0.7 / 0.2, rel=1e-3)
+    assert [b.get("fill") for b in bars] == ["#d9480f", "#868e96"]  # the best one highlighted
+    texts = [t.text for t in _svg_all(root, "text")]
+    assert {"a", "b", "c", "0.700", "0.200", "0.000"} <= set(texts)
+    with pytest.raises(ValueError, match="2 labels but 1 probabilities"):
+        probability_bars(["a", "b"], [0.5])
+
+
+def test_figures_escape_user_file_names():
+    """Labels are file names a user chose; the markup goes into the page, so they must not become tags."""
+    evil = '<img src=x onerror="alert(1)">.jpg'
+    markup = probability_bars([evil], [0.5])
+    assert "<img" not in markup and "&lt;img" in markup
+    root = _svg_root(markup)
+    assert evil in [t.text for t in _svg_all(root, "text")]
     spans = np.array([[0, 0.25], [0.25, 0.5]])
-    fig = voice_attention_figure(synthetic_voice(0.5, 16000), 16000, spans, np.array([0.3, 0.7]), "a", [np.array([0.5, 0.5])])
-    assert fig.ndim == 3
-    assert voice_attention_figure(synthetic_voice(0.5, 16000), 16000, spans, None, "a").ndim == 3
+    fig = voice_attention_figure(synthetic_voice(0.5, 16000), 16000, spans, np.array([0.3, 0.7]), evil)
+    assert "<img" not in fig
+    _svg_root(fig)
+
+
+def test_long_labels_are_shortened_in_the_middle_and_kept_whole_in_the_tooltip():
+    long = "a-very-long-photo-name-from-a-phone-camera-2026-12-03-18-00-00.jpg"
+    root = _svg_root(probability_bars([long], [0.4]))
+    shown = [t.text for t in _svg_all(root, "text") if t.text and "…" in t.text]
+    assert len(shown) == 1 and shown[0].endswith(".jpg") and len(shown[0]) < len(long)
+    assert any(long in (t.text or "") for t in _svg_all(root, "title"))
+
+
+def test_voice_attention_figure_draws_a_bar_per_attended_token_and_a_line_per_other_face():
+    spans = np.array([[0, 0.25], [0.25, 0.5]])
+    root = _svg_root(voice_attention_figure(
+        synthetic_voice(0.5, 16000), 16000, spans, np.array([0.3, 0.7]), "a", [np.array([0.5, 0.5])]))
+    bars = _svg_all(root, "rect")[1:]
+    assert len(bars) == 2
+    heights = [float(b.get("height")) for b in bars]
+    assert heights[1] / heights[0] == pytest.approx(0.7 / 0.3, rel=1e-2)
+    assert len(_svg_all(root, "polyline")) == 1
+    wave = _svg_all(root, "path")[0].get("d")
+    assert wave.count("M") == 740  # one stroke per column of the 740-px panel
+    # no attention (a checkpoint without it): the waveform and the time axis only
+    root = _svg_root(voice_attention_figure(synthetic_voice(0.5, 16000), 16000, spans, None, "a"))
+    assert len(_svg_all(root, "rect")) == 1 and "no voice attention" in root.get("aria-label")
 
 
 # -- nothing a user sends gets a traceback, and no server path in any message ----------------
@@ -390,7 +446,7 @@ def test_gradio_temp_files_are_deleted(pipeline, small_checkpoint, speech_wav, f
             c.predict(handle_file(str(speech_wav)), [handle_file(str(face_image_path))], None, api_name="/match")
         files = {f for s in demo.temp_file_sets for f in s if Path(f).is_file()}
         size = sum(Path(f).stat().st_size for f in files)
-        assert len(files) >= 4 and size > 50_000  # uploads plus gallery, bars and voice plot images
+        assert len(files) >= 3 and size > 50_000  # the uploads plus the gallery tile (the figures are inline SVG)
         deadline = time.time() + 30
         while time.time() < deadline and any(Path(f).exists() for f in files):
             time.sleep(0.5)

@@ -104,8 +104,8 @@ def test_upload_match_and_see_results(server, speech_wav, face_image_path, group
             tiles = page.evaluate(
                 "() => Array.from(document.querySelectorAll('#faa-gallery img')).map(i => [i.naturalWidth, i.naturalHeight])"
             )
-            page.locator("#faa-bars img").wait_for()
-            page.locator("#faa-voice-attention img").wait_for()
+            page.locator("#faa-bars svg").wait_for()
+            page.locator("#faa-voice-attention svg").wait_for()
             page.wait_for_timeout(500)  # let the images paint before the screenshot
             page.screenshot(path=str(screenshot_path), full_page=True)
         finally:
