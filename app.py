@@ -583,6 +583,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     configure_caches()
     import torch
 
+    from faa_core.allocator import keep_freed_memory
+
+    keep_freed_memory()  # large tensors reuse the heap instead of new pages every request (faa_core/allocator.py)
     torch.set_num_threads(torch_threads(args.threads, args.concurrency))
     from faa_core.device import pick_device
     from faa_core.errors import FAAError

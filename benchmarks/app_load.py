@@ -181,7 +181,9 @@ def measure_in_process(args: argparse.Namespace, voice: Path, photos: list[Path]
 
     sys.path.insert(0, str(ROOT))
     import app as demo_app
+    from faa_core.allocator import keep_freed_memory
 
+    keep_freed_memory()  # as app.main does
     torch.set_num_threads(demo_app.torch_threads(args.threads, args.concurrency))
     pipeline, _ = demo_app.load_models(args.checkpoint, args.weights, "cpu")
     paths = [str(p) for p in photos]

@@ -40,6 +40,7 @@ from torch.utils.flop_counter import flop_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from faa_core.allocator import keep_freed_memory  # noqa: E402
 from faa_core.checkpoint import load_checkpoint  # noqa: E402
 from faa_core.device import PRECISION_CHOICES, DeviceError, pick_precision  # noqa: E402
 from faa_core.encoders import FaceEncoder, VoiceEncoder, resolve_weights  # noqa: E402
@@ -180,12 +181,16 @@ def main() -> None:
                         help="with overlap, let the voice and the photos' work each use all torch threads "
                              "(to measure what sharing them buys)")
     parser.add_argument("--precision", default="auto", help=f"encoders' arithmetic, as in the app: {PRECISION_CHOICES}")
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="leave glibc's malloc as it is, instead of keep_freed_memory() as the app does "
+                             "(to measure what that buys)")
     parser.add_argument("--min-face-size", type=int, default=MATCH_MIN_FACE_SIZE,
                         help="MTCNN minimum face size in pixels of the detection copy (default: the pipeline's "
                              f"{MATCH_MIN_FACE_SIZE}, as the app and CLI use; 20 = the encoder's full pyramid)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    kept_freed_memory = False if args.system_malloc else keep_freed_memory()
 
     weights = resolve_weights(args.weights)
     if args.checkpoint:
@@ -317,6 +322,7 @@ def main() -> None:
         "cached_speedup": round(report["4"]["p50_s"] / cached_p50, 3),
         "overlap_encoders": pipe.overlap_encoders,
         "share_threads": pipe.share_threads,
+        "keep_freed_memory": kept_freed_memory,
         "min_face_size": int(face_enc.detector.min_face_size),
         "torch_threads": torch.get_num_threads(),
         "detail": report,
