@@ -22,10 +22,10 @@ stream when it arrives (Gradio's documented HTTP API, see ``HttpClient``);
 per upload and looks for the result every 50 ms. The single-client phase
 times both, alternating, and reports the other one's p50 and ratio too.
 
-The app's own overhead: after the single-client phase the same pipeline is
-built in this process (same checkpoint, weights and torch threads as the app)
-and called directly on the same recording and photos; ``pipeline_p50_s`` is
-its p50 and ``app_overhead_ratio`` = single-client p50 / pipeline_p50_s (upload,
+The app's own overhead: the same pipeline is built in this process (same
+checkpoint, weights, torch threads and allocator setting as the app) and called
+directly on the same recording and photos, one call after each pair of
+single-client requests; ``pipeline_p50_s`` is its p50 and ``app_overhead_ratio`` = single-client p50 / pipeline_p50_s (upload,
 queue, drawing and sending the result). As in the app, the photos
 are in the face cache after the first call. ``stream_update_p50_s`` is the
 server's time for one live-microphone update (``app.live_update`` on 0.5 s
@@ -174,44 +174,49 @@ def start_app(args: argparse.Namespace, log_path: Path) -> tuple[subprocess.Pope
     return proc, url, t0, client
 
 
-def measure_in_process(args: argparse.Namespace, voice: Path, photos: list[Path], repeats: int) -> dict[str, float]:
-    """The pipeline alone, and live-microphone updates, in this process with the app's settings."""
-    import soundfile as sf
-    import torch
+class InProcessPipeline:
+    """The app's pipeline built in this process with the app's settings, to time it alone.
 
-    sys.path.insert(0, str(ROOT))
-    import app as demo_app
-    from faa_core.allocator import keep_freed_memory
+    Its calls are interleaved with the single-client requests, so that both see the same machine.
+    """
 
-    keep_freed_memory()  # as app.main does
-    torch.set_num_threads(demo_app.torch_threads(args.threads, args.concurrency))
-    pipeline, _ = demo_app.load_models(args.checkpoint, args.weights, "cpu")
-    paths = [str(p) for p in photos]
-    names = [p.name for p in photos]
-    from faa_core.media import load_audio
+    def __init__(self, args: argparse.Namespace, voice: Path, photos: list[Path]) -> None:
+        import torch
 
-    pipeline(load_audio(str(voice)), paths, names=names, strict=False)  # photos into the cache, as in the app
-    times = []
-    for _ in range(repeats):
+        sys.path.insert(0, str(ROOT))
+        import app as demo_app
+        from faa_core.allocator import keep_freed_memory
+
+        keep_freed_memory()  # as app.main does
+        torch.set_num_threads(demo_app.torch_threads(args.threads, args.concurrency))
+        self.app = demo_app
+        self.pipeline, _ = demo_app.load_models(args.checkpoint, args.weights, "cpu")
+        self.voice, self.paths, self.names = voice, [str(p) for p in photos], [p.name for p in photos]
+        self.call()  # photos into the face cache, as in the app
+
+    def call(self) -> float:
+        """Seconds for one pipeline call on the recording and the (cached) photos."""
+        from faa_core.media import load_audio
+
         t = time.perf_counter()
-        pipeline(load_audio(str(voice)), paths, names=names, strict=False)
-        times.append(time.perf_counter() - t)
-    x, rate = sf.read(voice, dtype="int16")
-    step = rate // 2
-    updates = []
-    for _ in range(max(1, repeats // 5)):
-        live = None
-        for i in range(0, len(x), step):
-            t = time.perf_counter()
-            view, live = demo_app.live_update(pipeline, live, (rate, x[i:i + step]), paths, None)
-            if view is not None:
-                updates.append(time.perf_counter() - t)
-    return {
-        "pipeline_p50_s": float(np.percentile(times, 50)),
-        "stream_update_p50_s": float(np.percentile(updates, 50)) if updates else float("nan"),
-        "stream_update_p95_s": float(np.percentile(updates, 95)) if updates else float("nan"),
-        "stream_updates": len(updates),
-    }
+        self.pipeline(load_audio(str(self.voice)), self.paths, names=self.names, strict=False)
+        return time.perf_counter() - t
+
+    def live_updates(self, rounds: int) -> list[float]:
+        """Seconds of each ranking update when the recording is streamed in 0.5 s chunks, ``rounds`` times."""
+        import soundfile as sf
+
+        x, rate = sf.read(self.voice, dtype="int16")
+        step = rate // 2
+        updates = []
+        for _ in range(rounds):
+            live = None
+            for i in range(0, len(x), step):
+                t = time.perf_counter()
+                view, live = self.app.live_update(self.pipeline, live, (rate, x[i:i + step]), self.paths, None)
+                if view is not None:
+                    updates.append(time.perf_counter() - t)
+        return updates
 
 
 def server_phases(url: str, clear: bool = False) -> dict[str, float]:
@@ -288,7 +293,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the recording")
     parser.add_argument("--start-timeout", type=float, default=300.0)
     parser.add_argument("--pipeline-repeats", type=int, default=10,
-                        help="direct pipeline calls for pipeline_p50_s (0: skip the in-process measurements)")
+                        help="direct pipeline calls for pipeline_p50_s, interleaved with the single-client requests "
+                             "(0: skip the in-process measurements)")
     parser.add_argument("--download", action="store_true",
                         help="also fetch the gallery's images of every result, as a browser would (the two figures "
                              "are inline SVG)")
@@ -321,17 +327,29 @@ def main() -> None:
         other_kind = "gradio_client" if args.client == "http" else "http"
         other = make_client(url, args.work / "downloads_other", other_kind)
         one_request(client, voice, photos), one_request(other, voice, photos)  # warm
+        in_process = InProcessPipeline(args, voice, photos) if args.pipeline_repeats else None
         server_phases(url, clear=True)
-        single, single_other = [], []
-        for _ in range(args.single):  # alternating, so both clients see the same machine
-            single.append(one_request(client, voice, photos))
-            single_other.append(one_request(other, voice, photos))
+        single, single_other, pipeline_times = [], [], []
+        for i in range(max(args.single, args.pipeline_repeats)):  # alternating: all see the same machine
+            if i < args.single:
+                single.append(one_request(client, voice, photos))
+                single_other.append(one_request(other, voice, photos))
+            if in_process is not None and i < args.pipeline_repeats:
+                pipeline_times.append(in_process.call())
         phases = server_phases(url)
         single_lat = [s for s, _ in single]
         single_err = [e for _, e in single + single_other if e]
         other_p50 = float(np.percentile([s for s, _ in single_other], 50))
         lat, errors, wall = run_clients(url, args.clients, args.requests, voice, photos, args.work)
-        inproc = measure_in_process(args, voice, photos, args.pipeline_repeats) if args.pipeline_repeats else {}
+        inproc = {}
+        if in_process is not None:
+            updates = in_process.live_updates(max(1, args.pipeline_repeats // 5))
+            inproc = {
+                "pipeline_p50_s": float(np.percentile(pipeline_times, 50)),
+                "stream_update_p50_s": float(np.percentile(updates, 50)) if updates else float("nan"),
+                "stream_update_p95_s": float(np.percentile(updates, 95)) if updates else float("nan"),
+                "stream_updates": len(updates),
+            }
     finally:
         if proc is not None:
             proc.terminate()
