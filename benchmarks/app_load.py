@@ -5,8 +5,10 @@ first result) unless ``--url`` points at an app that is already running. Then
 it measures a single client's latency, and the latency and errors of
 ``--clients`` clients sending ``--requests`` requests in total, as fast as
 each gets its answers. Every request is the same: a ``--seconds`` recording
-and ``--faces`` photos with one face each, all uploaded again for every
-request. Latency is the time until the result arrives; the gallery's images
+and ``--faces`` photos with one face each. The recording is uploaded with
+every request; the photos once per client, as the page does (see
+``HttpClient``; ``--reupload-photos`` sends them every time, as gradio_client
+does). Latency is the time until the result arrives; the gallery's images
 are fetched only with ``--download`` (the two figures come inline, as SVG),
 since on a small machine the clients' own work competes with the server they
 measure. Prints a table, then one JSON line.
@@ -63,6 +65,7 @@ def free_port() -> int:
 
 DOWNLOAD = False  # set by --download
 CLIENT = "http"  # set by --client
+REUPLOAD_PHOTOS = False  # set by --reupload-photos
 P95_TARGET = 2.2  # 4 clients' p95 over the single client's p50
 
 
@@ -76,7 +79,7 @@ def make_client(url: str, downloads: Path, kind: Optional[str] = None):
     a 2-core machine it was ~0.13 s of every request's latency.
     """
     if (kind or CLIENT) == "http":
-        return HttpClient(url, downloads if DOWNLOAD else None)
+        return HttpClient(url, downloads if DOWNLOAD else None, reupload_photos=REUPLOAD_PHOTOS)
     from gradio_client import Client
 
     return Client(url, verbose=False, analytics_enabled=False, httpx_kwargs={"timeout": 120},
@@ -86,21 +89,31 @@ def make_client(url: str, downloads: Path, kind: Optional[str] = None):
 class HttpClient:
     """A client that talks to the app the way a page does: one kept-alive connection, no polling.
 
-    Each request uploads its files (``/gradio_api/upload``), starts the match
-    (``POST /gradio_api/call/match``) and reads the result from the event
+    Each request uploads its recording (``/gradio_api/upload``), starts the
+    match (``POST /gradio_api/call/match``) and reads the result from the event
     stream as soon as the server sends it (``GET /gradio_api/call/match/ID``),
-    Gradio's documented HTTP API. gradio_client (``--client gradio_client``)
+    Gradio's documented HTTP API. Photos are uploaded once and then referred to
+    by their server path, as the page does (it uploads a photo when it is added,
+    and every press of the button sends the same reference); with
+    ``reupload_photos`` they are uploaded again for every request. gradio_client (``--client gradio_client``)
     does the same work but opens a new connection for every upload and checks
     for the finished result every 50 ms (``time.sleep(0.05)`` in its SSE
     reader), which adds 0-50 ms to each request that the app is not
     responsible for; a browser reacts to the event when it arrives.
     """
 
-    def __init__(self, url: str, downloads: Optional[Path] = None) -> None:
+    def __init__(self, url: str, downloads: Optional[Path] = None, reupload_photos: bool = False) -> None:
         import httpx
 
         self.http = httpx.Client(base_url=url.rstrip("/") + "/gradio_api", timeout=120)
         self.downloads = downloads  # also fetch the gallery's images, as the page does (--download)
+        self.reupload_photos = reupload_photos
+        self.photos: dict[Path, dict[str, Any]] = {}  # photo -> its file reference on the server
+
+    def photo(self, path: Path) -> dict[str, Any]:
+        if self.reupload_photos or path not in self.photos:
+            self.photos[path] = self.upload(path)
+        return self.photos[path]
 
     def upload(self, path: Path) -> dict[str, Any]:
         with open(path, "rb") as f:
@@ -109,7 +122,7 @@ class HttpClient:
         return {"path": r.json()[0], "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
 
     def match(self, voice: Path, photos: list[Path]) -> list[Any]:
-        data = [self.upload(voice), [self.upload(p) for p in photos], None]
+        data = [self.upload(voice), [self.photo(p) for p in photos], None]
         r = self.http.post("/call/match", json={"data": data})
         r.raise_for_status()
         event = None
@@ -302,9 +315,11 @@ def main() -> None:
                         help="how requests are sent: http (one kept-alive connection, result read from the event "
                              "stream as it arrives, like a page) or gradio_client (see HttpClient); the single-client "
                              "phase also times the other one, alternating")
+    parser.add_argument("--reupload-photos", action="store_true",
+                        help="http client: upload the photos again for every request (gradio_client always does)")
     args = parser.parse_args()
-    global DOWNLOAD, CLIENT
-    DOWNLOAD, CLIENT = args.download, args.client
+    global DOWNLOAD, CLIENT, REUPLOAD_PHOTOS
+    DOWNLOAD, CLIENT, REUPLOAD_PHOTOS = args.download, args.client, args.reupload_photos
     args.work = Path(tempfile.mkdtemp(prefix="faa-app-load-"))
 
     voice = args.work / "voice.wav"
@@ -379,7 +394,8 @@ def main() -> None:
               f"{other_p50 / inproc['pipeline_p50_s']:.2f}); live-microphone update p50 {inproc['stream_update_p50_s']:.3f} s "
               f"(p95 {inproc['stream_update_p95_s']:.3f} s, {inproc['stream_updates']} updates; target p50 <= 0.5 s)")
     if phases:
-        uploads = phases.get("upload", 0.0) * (args.faces + 1)  # the recording and each photo
+        reupload = args.reupload_photos or args.client == "gradio_client"
+        uploads = phases.get("upload", 0.0) * (1 + (args.faces if reupload else 0))  # the recording (and photos)
         server_ms = phases.get("total", 0.0) + phases.get("queue_wait", 0.0) + uploads
         print("single client, server side p50 ms: " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
               + f"; the rest of the single p50 ({s['p50_s'] * 1000 - server_ms:.0f} ms) is HTTP, the event stream "
@@ -387,6 +403,7 @@ def main() -> None:
     print(f"p95 / single p50 = {ratio:.2f} (target <= {P95_TARGET}), errors {len(errors)} (target 0)")
     print(json.dumps({
         "client": args.client,
+        "reupload_photos": bool(args.reupload_photos or args.client == "gradio_client"),
         "clients": args.clients,
         "requests": len(lat),
         "errors": len(errors),

@@ -36,8 +36,18 @@ def test_http_client_result_equals_gradio_clients(server, speech_wav, face_image
         [(f["label"], f["probability"]) for f in ref_summary["faces"]]
     assert out[3].startswith("<svg") and out[3] == ref[3]  # the chart arrives inline
     assert len(out[2]) == len(summary["faces"])  # one gallery tile per face (fetched: downloads is set)
+    sent = http.photos.copy()
     seconds, error = app_load.one_request(http, speech_wav, photos)
     assert error is None and seconds > 0
+    assert http.photos == sent  # the photos went up once and are referred to by their server path since
+    for reupload, uploads_per_request in ((False, 1), (True, 3)):
+        fresh = app_load.HttpClient(server, reupload_photos=reupload)
+        fresh.match(speech_wav, photos)
+        uploaded = []
+        upload = fresh.upload
+        fresh.upload = lambda path: uploaded.append(path) or upload(path)
+        assert fresh.match(speech_wav, photos)[-1]["faces"] == summary["faces"]
+        assert len(uploaded) == uploads_per_request
 
 
 def test_http_client_reports_an_apps_error_as_an_error(server, speech_wav, tmp_path):
