@@ -99,6 +99,20 @@ def test_embedding_equals_ecapa_forward(voice_encoder, speech16k, speech_feature
         torch.testing.assert_close(tokens[i], window.mean(dim=0), atol=1e-5, rtol=1e-4)
 
 
+def _with_one_then_two_threads(fn):
+    """[fn() with 1 intra-op thread, fn() with 2], without gradients; the thread count is restored."""
+    threads = torch.get_num_threads()
+    outputs = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            with torch.no_grad():
+                outputs.append(fn())
+    finally:
+        torch.set_num_threads(threads)
+    return outputs
+
+
 def test_pointwise_products_equal_speechbrains_convolutions(voice_encoder, speech16k):
     """The kernel-1 convolutions run as matrix products; the network's outputs equal plain Conv1d's."""
     import copy
@@ -117,18 +131,11 @@ def test_pointwise_products_equal_speechbrains_convolutions(voice_encoder, speec
         if isinstance(m, PointwiseConv1d):
             m.__class__ = torch.nn.Conv1d
     feats = voice_encoder.features(speech16k[None])
-    threads = torch.get_num_threads()
-    try:
-        outputs = []
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            with torch.no_grad():
-                ref, got = plain(feats), net(feats)
-            assert ref.shape == got.shape == (1, 1, VOICE_DIM)
-            torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
-            outputs.append(got)
-    finally:
-        torch.set_num_threads(threads)
+    outputs = []
+    for ref, got in _with_one_then_two_threads(lambda: (plain(feats), net(feats))):
+        assert ref.shape == got.shape == (1, 1, VOICE_DIM)
+        torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+        outputs.append(got)
     assert torch.equal(outputs[0], outputs[1])  # the same bits with one thread and with two
     assert set(plain.state_dict()) == set(net.state_dict())
 
@@ -144,15 +151,7 @@ def test_pointwise_product_in_bfloat16_matches_the_convolution_with_any_thread_c
     x = torch.randn(batch, 256, 300).to(torch.bfloat16)
     ref = conv(x)
     conv.__class__ = PointwiseConv1d
-    threads = torch.get_num_threads()
-    try:
-        outputs = []
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            with torch.no_grad():
-                outputs.append(conv(x))
-    finally:
-        torch.set_num_threads(threads)
+    outputs = _with_one_then_two_threads(lambda: conv(x))
     got = outputs[0]
     assert got.dtype == torch.bfloat16 and got.shape == (batch, 128, 300)
     torch.testing.assert_close(got.float(), ref.float(), atol=0.02, rtol=0.01)  # two bf16 roundings of values ~0.6
