@@ -398,7 +398,7 @@ def build_demo(pipeline: Any, info: AppInfo, delete_cache: tuple[int, int] = DEL
 
     ``delete_cache`` = (every, age) seconds: Gradio deletes the uploads and
     result images it wrote for this page once they are ``age`` seconds old,
-    so its temp folder stays bounded (a request leaves ~270 kB of files).
+    so its temp folder stays bounded (a request leaves its uploads and the gallery tiles, ~25 kB each).
     """
     import gradio as gr
 

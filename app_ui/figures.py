@@ -93,7 +93,9 @@ def probability_bars(labels: Sequence[str], probabilities: Sequence[float]) -> s
 
 def _envelope(samples: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
     """Min and max of the waveform in ``bins`` equal chunks (a drawable outline of long audio)."""
-    x = np.asarray(samples, dtype=np.float32)
+    x = np.asarray(samples, dtype=np.float32).reshape(-1)
+    if x.size == 0:
+        return np.zeros(1, np.float32), np.zeros(1, np.float32)
     bins = max(1, min(bins, len(x)))
     usable = len(x) // bins * bins
     chunks = x[:usable].reshape(bins, -1)

@@ -363,6 +363,7 @@ def test_voice_attention_figure_draws_a_bar_per_attended_token_and_a_line_per_ot
     assert len(_svg_all(root, "polyline")) == 1
     wave = _svg_all(root, "path")[0].get("d")
     assert wave.count("M") == 740  # one stroke per column of the 740-px panel
+    _svg_root(voice_attention_figure(np.zeros(0, np.float32), 16000, spans[:0], None, "a"))  # no samples: still drawn
     # no attention (a checkpoint without it): the waveform and the time axis only
     root = _svg_root(voice_attention_figure(synthetic_voice(0.5, 16000), 16000, spans, None, "a"))
     assert len(_svg_all(root, "rect")) == 1 and "no voice attention" in root.get("aria-label")
