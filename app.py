@@ -354,6 +354,8 @@ LIVE_FIRST_S = 1.0
 LIVE_EVERY_S = 1.0
 #: How often the browser sends the microphone's new audio.
 LIVE_STREAM_EVERY_S = 0.5
+NO_LIVE_AUDIO = ("no audio arrived from the microphone. Check that the browser may use it and that the right "
+                 "input device is selected, then record again.")
 
 
 def live_update(
@@ -363,17 +365,29 @@ def live_update(
     """Add a microphone chunk and, when an update is due, rank the faces on all audio so far.
 
     Due: at least ``LIVE_FIRST_S`` of audio and ``LIVE_EVERY_S`` of it new
-    since the last ranking, or ``final`` (the recording stopped) with any new
-    audio. Returns (None, state) when nothing is due. The photos come from
-    the face cache, so an update costs the voice encoder and the fusion.
+    since the last ranking, or ``final`` (the recording stopped). Returns
+    (None, state) when nothing is due. The photos come from the face cache,
+    so an update costs the voice encoder and the fusion.
+
+    When the recording stops the page always gets an answer: the ranking on
+    the whole recording (also when no audio arrived since the last update,
+    so the page says that the recording stopped; also under ``LIVE_FIRST_S``,
+    where a too-short recording is explained), or, when no audio arrived at
+    all, a message saying so.
     """
     live = live if live is not None else LiveRecording()
     max_s = float(getattr(pipeline, "max_audio_s", 60.0))
     live.add(chunk, keep_seconds=max_s)
     if not live.rate:
-        return None, live
+        if not final:
+            return None, live
+        view = run_match(pipeline, None, files, webcam)  # explains the missing voice (and photos, if any)
+        view.status = f"**Recording stopped**: {NO_LIVE_AUDIO}\n\n" + view.status
+        view.summary["live"] = {"seconds": 0.0, "update": live.updates, "final": True, "scored_last_s": 0.0,
+                                "update_s": 0.0}
+        return view, live
     new_s = (live.samples - live.scored_samples) / live.rate
-    due = live.seconds >= LIVE_FIRST_S and (new_s >= LIVE_EVERY_S or (final and new_s > 0))
+    due = final or (live.seconds >= LIVE_FIRST_S and new_s >= LIVE_EVERY_S)
     if not due:
         return None, live
     t = time.perf_counter()

@@ -55,7 +55,29 @@ def test_updates_once_a_second_after_the_first_second(pipeline, speech_wav, face
     if view is not None:
         assert view.summary["live"]["final"] and "Recording stopped" in view.status
         assert view.summary["voice"]["duration_s"] == pytest.approx(live.seconds, abs=1e-3)
+    # stopped again with nothing new since (the stop can arrive right after the last update): the page is
+    # still told the recording stopped, with the same ranking
+    again, live = app.live_update(pipeline, live, None, files, None, final=True)
+    assert again is not None and "Recording stopped" in again.status and again.summary["live"]["final"]
+    assert [(f["label"], f["probability"]) for f in again.summary["faces"]] == \
+        [(f["label"], f["probability"]) for f in view.summary["faces"]]
     assert calls["encode"] == 0  # every update took the faces from the cache
+
+
+def test_stopping_under_a_second_explains_the_short_recording(pipeline, speech_wav, face_image_path):
+    rate, chunks = _chunks(speech_wav)
+    view, live = app.live_update(pipeline, None, (rate, chunks[0]), [str(face_image_path)], None)
+    assert view is None  # 0.5 s: no ranking yet while recording
+    view, live = app.live_update(pipeline, live, None, [str(face_image_path)], None, final=True)
+    assert view is not None and view.status.startswith("**Recording stopped**")
+    assert view.summary["error_types"] == ["AudioTooShortError"] and not view.summary["ok"]
+
+
+def test_stopping_without_any_audio_says_so(pipeline, face_image_path):
+    view, live = app.live_update(pipeline, None, None, [str(face_image_path)], None, final=True)
+    assert view is not None and view.status.startswith(f"**Recording stopped**: {app.NO_LIVE_AUDIO}")
+    assert view.summary["error_types"] == ["MissingInput"] and view.summary["live"]["final"]
+    assert live.seconds == 0.0
 
 
 def test_nothing_before_a_second_and_bad_audio_explained(pipeline, face_image_path):
