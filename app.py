@@ -553,6 +553,8 @@ def configure_caches() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from faa_core.device import PRECISION_CHOICES
+
     parser = argparse.ArgumentParser(description="FAA voice-face association demo (Gradio)")
     parser.add_argument(
         "--checkpoint", default=os.environ.get("FAA_CHECKPOINT", str(DEFAULT_CHECKPOINT)),
@@ -570,8 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1, or $GRADIO_SERVER_NAME)")
     parser.add_argument("--port", type=int, default=None, help="port (default 7860, or $GRADIO_SERVER_PORT)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when present; cuda:LOCAL_RANK)")
-    parser.add_argument("--precision", default="auto",
-                        help="encoders' arithmetic: auto (bf16 where the device has it natively, else fp32), fp32 or bf16")
+    parser.add_argument("--precision", default="auto", help=f"encoders' arithmetic: {PRECISION_CHOICES}")
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests scored at once")
     parser.add_argument(
         "--threads", type=int, default=0,

@@ -27,7 +27,8 @@ times both, alternating, and reports the other one's p50 and ratio too.
 The app's own overhead: the same pipeline is built in this process (same
 checkpoint, weights, torch threads and allocator setting as the app) and called
 directly on the same recording and photos, one call after each pair of
-single-client requests; ``pipeline_p50_s`` is its p50 and ``app_overhead_ratio`` = single-client p50 / pipeline_p50_s (upload,
+single-client requests; ``pipeline_p50_s`` is its p50 and
+``app_overhead_ratio`` = single-client p50 / pipeline_p50_s (upload,
 queue, drawing and sending the result). As in the app, the photos
 are in the face cache after the first call. ``stream_update_p50_s`` is the
 server's time for one live-microphone update (``app.live_update`` on 0.5 s
@@ -95,8 +96,8 @@ class HttpClient:
     Gradio's documented HTTP API. Photos are uploaded once and then referred to
     by their server path, as the page does (it uploads a photo when it is added,
     and every press of the button sends the same reference); with
-    ``reupload_photos`` they are uploaded again for every request. gradio_client (``--client gradio_client``)
-    does the same work but opens a new connection for every upload and checks
+    ``reupload_photos`` they are uploaded again for every request.
+    gradio_client (``--client gradio_client``) does the same work but opens a new connection for every upload and checks
     for the finished result every 50 ms (``time.sleep(0.05)`` in its SSE
     reader), which adds 0-50 ms to each request that the app is not
     responsible for; a browser reacts to the event when it arrives.
@@ -375,6 +376,7 @@ def main() -> None:
         shutil.rmtree(args.work, ignore_errors=True)
 
     s, c = percentiles(single_lat), percentiles(lat)
+    reupload = bool(args.reupload_photos or args.client == "gradio_client")  # gradio_client always uploads
     print(f"media: {args.seconds:.0f} s {speech_kind}, {args.faces} photos ({photo_kind}); "
           f"app concurrency {args.concurrency if not args.url else '?'}; weights {args.weights}")
     print(f"{'phase':>10} {'clients':>7} {'requests':>8} {'errors':>6} {'p50 s':>8} {'p95 s':>8} {'max s':>8} {'req/s':>7}")
@@ -394,7 +396,6 @@ def main() -> None:
               f"{other_p50 / inproc['pipeline_p50_s']:.2f}); live-microphone update p50 {inproc['stream_update_p50_s']:.3f} s "
               f"(p95 {inproc['stream_update_p95_s']:.3f} s, {inproc['stream_updates']} updates; target p50 <= 0.5 s)")
     if phases:
-        reupload = args.reupload_photos or args.client == "gradio_client"
         uploads = phases.get("upload", 0.0) * (1 + (args.faces if reupload else 0))  # the recording (and photos)
         server_ms = phases.get("total", 0.0) + phases.get("queue_wait", 0.0) + uploads
         print("single client, server side p50 ms: " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
@@ -403,7 +404,7 @@ def main() -> None:
     print(f"p95 / single p50 = {ratio:.2f} (target <= {P95_TARGET}), errors {len(errors)} (target 0)")
     print(json.dumps({
         "client": args.client,
-        "reupload_photos": bool(args.reupload_photos or args.client == "gradio_client"),
+        "reupload_photos": reupload,
         "clients": args.clients,
         "requests": len(lat),
         "errors": len(errors),

@@ -4,13 +4,14 @@ Why: a match request allocates and frees tensors of several MB (ECAPA's
 3072 x frames activations and pooling statistics are 6 MB each for 5 s of
 speech). glibc's malloc serves blocks above its mmap threshold with new
 pages from the kernel and hands them back on free, so every such tensor pays
-page faults when first written: on the 2-core CPU that made the voice
-encoder's element-wise passes over them take 2-3x their memory-bandwidth
-time. Raising the mmap threshold to 32 MiB (the most glibc's own adaptive
-threshold reaches on 64-bit systems) and the trim
+page faults when first written. Raising the mmap threshold to 32 MiB (the
+most glibc's own adaptive threshold reaches on 64-bit systems) and the trim
 threshold keeps those blocks in the heap, where the next request reuses them.
-Measured with ``benchmarks/pipeline_latency.py`` with and without
-``--system-malloc`` (see the README's speed section).
+Measured on the 2-core CPU, ECAPA in bf16 on 5 s of speech, in separate
+processes alternating with and without it: 1.23x with one thread, 1.2x with
+two. For the whole pipeline (``benchmarks/pipeline_latency.py`` with and
+without ``--system-malloc``) the gain was within the host's noise (see the
+README's speed section).
 
 The cost: the process keeps the heap of its largest request instead of
 shrinking after it (its resident size stays at its peak). This changes the

@@ -12,6 +12,8 @@ from .errors import FAAError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .device import PRECISION_CHOICES
+
     parser = argparse.ArgumentParser(prog="python -m faa_core", description="FAA voice-face association")
     sub = parser.add_subparsers(dest="command", required=True)
     m = sub.add_parser("match", help="score every face in some photos as the speaker of a recording")
@@ -25,8 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--allow-encoder-mismatch", action="store_true",
                    help="serve a checkpoint trained on features of other encoder weights than --weights (with a warning)")
     m.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
-    m.add_argument("--precision", default="auto",
-                   help="encoders' arithmetic: auto (bf16 where the device has it natively, else fp32), fp32 or bf16")
+    m.add_argument("--precision", default="auto", help=f"encoders' arithmetic: {PRECISION_CHOICES}")
     m.add_argument("--strict", action="store_true", help="fail on the first image without a usable face")
     m.add_argument("--json", action="store_true", help="print the result as one JSON object")
     return parser

@@ -55,10 +55,10 @@ class PointwiseConv1d(torch.nn.Conv1d):
     as fast with two); bfloat16 as ``addmm`` on the (channels, frames) layout
     the frames already have (the transposed view is slow there): 1.03-1.06x
     over oneDNN's convolution for the whole encoder with two threads, no gain
-    with one, and also thread-count independent (``benchmarks/cpu_paths.py``). Outputs agree with Conv1d's to
-    rounding (1e-6 with random weights in float32; up to 1e-4 on frame features
-    of mean size ~28 with the released ones). Weights and state-dict keys are
-    the Conv1d's.
+    with one, and also thread-count independent (``benchmarks/cpu_paths.py``).
+    Outputs agree with Conv1d's to rounding (1e-6 with random weights in
+    float32; up to 1e-4 on frame features of mean size ~28 with the released
+    ones). Weights and state-dict keys are the Conv1d's.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,10 +88,10 @@ class ReflectSameConv1d(torch.nn.Module):
     the outputs are equal bit for bit (tested); for the whole bf16 encoder
     1.05-1.10x with one thread, 1.02-1.07x with two (``benchmarks/cpu_paths.py``;
     the convolution that recomputed the reflected edge frames instead of
-    padding, which this replaces, no longer paid with the bf16 encoder). Same weights and state-dict keys (the
-    class of SpeechBrain's module is swapped in place). Inputs it does not
-    handle (other padding modes, strides, layouts) go through SpeechBrain's own
-    forward.
+    padding, which this replaces, no longer paid with the bf16 encoder). Same
+    weights and state-dict keys (the class of SpeechBrain's module is swapped
+    in place). Inputs it does not handle (other padding modes, strides,
+    layouts) go through SpeechBrain's own forward.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
