@@ -454,3 +454,22 @@ def test_gradio_temp_files_are_deleted(pipeline, small_checkpoint, speech_wav, f
         assert not any(Path(f).exists() for f in files)
     finally:
         demo.close()
+
+
+@pytest.mark.parametrize("explicit", [None, "7"])
+def test_monitoring_summary_is_not_rebuilt_after_every_event(pipeline, small_checkpoint, monkeypatch, explicit):
+    """Gradio's default rebuilds its /monitoring summary (a pandas group-by) after every event; serve() spaces it
+    out, and a frequency the host set explicitly is kept."""
+    monkeypatch.setenv("GRADIO_ANALYTICS_CACHE_FREQUENCY", explicit or "")  # restored after the test
+    if explicit is None:
+        monkeypatch.delenv("GRADIO_ANALYTICS_CACHE_FREQUENCY")
+    demo = app.build_demo(pipeline, app.describe_models(pipeline, str(small_checkpoint), "random"))
+    monkeypatch.setattr(demo, "launch", lambda **kw: (None, "http://127.0.0.1:1/", None))  # the queue, not a server
+    app.serve(demo, block=False, quiet=True)
+    queue = demo._queue
+    assert queue.ANAYLTICS_CACHE_FREQUENCY == (app.MONITORING_SUMMARY_EVERY if explicit is None else 7)
+    records = [{"function": "match", "status": "success", "process_time": 0.1 * (i + 1)} for i in range(3)]
+    queue.events_recorded = queue.ANAYLTICS_CACHE_FREQUENCY - 1  # one event short of a rebuild
+    assert queue.compute_analytics_summary(records) == {"functions": {}}
+    queue.events_recorded += 1
+    assert queue.compute_analytics_summary(records)["functions"]["match"]["total_requests"] == 3

@@ -17,13 +17,14 @@ pytestmark = pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")
 def server(small_checkpoint, face_encoder, voice_encoder, random_weights):
     demo, url = start_app(random_pipeline(small_checkpoint, face_encoder, voice_encoder, random_weights),
                           small_checkpoint)
-    yield url
+    yield demo, url
     demo.close()
 
 
 def test_http_client_result_equals_gradio_clients(server, speech_wav, face_image_path, group_image_path, tmp_path):
     import app_load
 
+    demo, server = server
     photos = [face_image_path, group_image_path]
     http = app_load.HttpClient(server, downloads=tmp_path)
     out = http.match(speech_wav, photos)
@@ -37,9 +38,12 @@ def test_http_client_result_equals_gradio_clients(server, speech_wav, face_image
     assert out[3].startswith("<svg") and out[3] == ref[3]  # the chart arrives inline
     assert len(out[2]) == len(summary["faces"])  # one gallery tile per face (fetched: downloads is set)
     sent = http.photos.copy()
+    sessions = set(demo.server_app.state_holder.session_data)
     seconds, error = app_load.one_request(http, speech_wav, photos)
     assert error is None and seconds > 0
     assert http.photos == sent  # the photos went up once and are referred to by their server path since
+    # one session per client, as one open page: its requests did not make a new session state each
+    assert http.session_hash in sessions and set(demo.server_app.state_holder.session_data) == sessions
     for reupload, uploads_per_request in ((False, 1), (True, 3)):
         fresh = app_load.HttpClient(server, reupload_photos=reupload)
         fresh.match(speech_wav, photos)
@@ -53,6 +57,7 @@ def test_http_client_result_equals_gradio_clients(server, speech_wav, face_image
 def test_http_client_reports_an_apps_error_as_an_error(server, speech_wav, tmp_path):
     import app_load
 
+    _, server = server
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image")
     seconds, error = app_load.one_request(app_load.HttpClient(server), speech_wav, [bad])
