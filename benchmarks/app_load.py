@@ -34,6 +34,13 @@ are in the face cache after the first call. ``stream_update_p50_s`` is the
 server's time for one live-microphone update (``app.live_update`` on 0.5 s
 chunks of the same recording, photos cached: voice encoder, fusion, drawing);
 the browser's transport and rendering are not in it.
+
+What the load phase is up against: after it, the app's handler (pipeline +
+drawing, no HTTP or queue) runs on ``--concurrency`` threads at once in this
+process; ``handler_throughput_rps`` is its rate, and
+``closed_loop_floor_ratio`` = (clients / that rate) / single-client p50, the
+mean latency ratio the load phase would show if serving cost nothing and every
+request took the same time (its p95 can only be higher).
 """
 
 from __future__ import annotations
@@ -222,6 +229,29 @@ class InProcessPipeline:
         self.pipeline(load_audio(str(self.voice)), self.paths, names=self.names, strict=False)
         return time.perf_counter() - t
 
+    def handler_throughput(self, workers: int, calls: int) -> float:
+        """Requests per second of the app's handler (pipeline + drawing, no serving) on ``workers`` threads at once.
+
+        The most any server on this machine could answer with the app's
+        concurrency: ``clients`` / this is the mean latency of clients that
+        send their next request as soon as they get an answer, were the
+        serving (HTTP, queue, files) free.
+        """
+        barrier = threading.Barrier(workers)
+
+        def work() -> None:
+            barrier.wait()
+            for _ in range(calls):
+                self.app.run_match(self.pipeline, str(self.voice), self.paths, None)
+
+        threads = [threading.Thread(target=work) for _ in range(workers)]
+        t = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        return workers * calls / (time.perf_counter() - t)
+
     def live_updates(self, rounds: int) -> list[float]:
         """Seconds of each ranking update when the recording is streamed in 0.5 s chunks, ``rounds`` times."""
         import soundfile as sf
@@ -367,6 +397,7 @@ def main() -> None:
         if in_process is not None:
             updates = in_process.live_updates(max(1, args.pipeline_repeats // 5))
             inproc = {
+                "handler_throughput_rps": in_process.handler_throughput(args.concurrency, args.pipeline_repeats),
                 "pipeline_p50_s": float(np.percentile(pipeline_times, 50)),
                 "stream_update_p50_s": float(np.percentile(updates, 50)) if updates else float("nan"),
                 "stream_update_p95_s": float(np.percentile(updates, 95)) if updates else float("nan"),
@@ -401,6 +432,11 @@ def main() -> None:
               f"(target <= 1.25; with the {other_kind} client, alternating: single p50 {other_p50:.3f} s, ratio "
               f"{other_p50 / inproc['pipeline_p50_s']:.2f}); live-microphone update p50 {inproc['stream_update_p50_s']:.3f} s "
               f"(p95 {inproc['stream_update_p95_s']:.3f} s, {inproc['stream_updates']} updates; target p50 <= 0.5 s)")
+    floor = args.clients / inproc["handler_throughput_rps"] / s["p50_s"] if inproc else float("nan")
+    if inproc:
+        print(f"the handler alone (pipeline + drawing, no serving) on {args.concurrency} threads at once: "
+              f"{inproc['handler_throughput_rps']:.2f} req/s, so {args.clients} clients wait at least "
+              f"{args.clients / inproc['handler_throughput_rps']:.3f} s on average = {floor:.2f} x the single p50")
     if phases:
         uploads = phases.get("upload", 0.0) * (1 + (args.faces if reupload else 0))  # the recording (and photos)
         server_ms = phases.get("total", 0.0) + phases.get("queue_wait", 0.0) + uploads
@@ -436,6 +472,8 @@ def main() -> None:
         "app_overhead_ratio_other_client": round(other_p50 / inproc["pipeline_p50_s"], 3) if inproc else None,
         "stream_update_p50_s": round(inproc["stream_update_p50_s"], 4) if inproc else None,
         "stream_update_p95_s": round(inproc["stream_update_p95_s"], 4) if inproc else None,
+        "handler_throughput_rps": round(inproc["handler_throughput_rps"], 3) if inproc else None,
+        "closed_loop_floor_ratio": round(floor, 3) if inproc else None,
         "server_phases_p50_ms": {k: round(v, 2) for k, v in phases.items()},
     }))
 
