@@ -68,3 +68,27 @@ def _gradio_inputs(voice: Path, photos: list[Path]) -> tuple:
     from gradio_client import handle_file
 
     return handle_file(str(voice)), [handle_file(str(p)) for p in photos], None
+
+
+def test_handler_throughput_runs_the_handler_on_that_many_threads_at_once():
+    """The closed-loop floor is only a floor if the handler really ran ``workers`` at a time, every call counted."""
+    import threading
+
+    import app_load
+
+    workers, calls = 3, 4
+    together = threading.Barrier(workers, timeout=10)  # breaks (and the call raises) unless all run at once
+    seen: list[str] = []
+
+    class FakeApp:
+        @staticmethod
+        def run_match(pipeline, voice, paths, webcam):
+            assert (pipeline, voice, paths, webcam) == ("pipe", "voice.wav", ["a.jpg"], None)
+            together.wait()
+            seen.append(threading.current_thread().name)
+
+    bench = object.__new__(app_load.InProcessPipeline)
+    bench.app, bench.pipeline, bench.voice, bench.paths = FakeApp, "pipe", Path("voice.wav"), ["a.jpg"]
+    rate = bench.handler_throughput(workers, calls)
+    assert len(seen) == workers * calls and len(set(seen)) == workers
+    assert rate > 0
