@@ -188,13 +188,9 @@ def run_match(pipeline: Any, voice: Any, files: Optional[Sequence[str]], webcam:
     """
     from faa_core.errors import InputError
 
-    errors: list[str] = []
-    error_types: list[str] = []
     paths, names, left_out = collect_images(files, webcam)
-    summary: dict[str, Any] = {
-        "ok": False, "errors": errors, "error_types": error_types, "warnings": [],
-        "faces": [], "images": [], "model_warnings": pipeline.model_warnings(),
-    }
+    summary = _empty_summary(pipeline)
+    errors, error_types = summary["errors"], summary["error_types"]
     if not voice:
         errors.append("No voice: record one with the microphone or upload an audio file.")
         error_types.append("MissingInput")
@@ -214,6 +210,14 @@ def run_match(pipeline: Any, voice: Any, files: Optional[Sequence[str]], webcam:
         error_types.append("InternalError")
     summary["warnings"] = list(left_out)
     return MatchView(status=_status(errors, left_out, 0), summary=summary)
+
+
+def _empty_summary(pipeline: Any, errors: Sequence[str] = (), error_types: Sequence[str] = ()) -> dict[str, Any]:
+    """The JSON summary of a request that scored nothing (yet): its errors and the model's warnings."""
+    return {
+        "ok": False, "errors": list(errors), "error_types": list(error_types), "warnings": [],
+        "faces": [], "images": [], "model_warnings": pipeline.model_warnings(),
+    }
 
 
 def _status(errors: Sequence[str], warnings: Sequence[str], scored: int) -> str:
@@ -321,18 +325,28 @@ class LiveRecording:
     def add(self, chunk: Any, keep_seconds: float = 60.0) -> None:
         """Append one streamed chunk: Gradio's (rate, int16 samples[, channels]) pair.
 
-        Only the chunks that reach into the last ``keep_seconds`` (the scoring window) are
-        kept, so a session's memory stays bounded however long the microphone stays open.
+        Each chunk is read as any recording is (rate, sample type and shape
+        checked; stereo averaged to mono), so a chunk that is not audio raises
+        its ``InputError`` and leaves the recording as it was, and chunks with
+        different channel counts still join up. Only the chunks that reach into
+        the last ``keep_seconds`` (the scoring window) are kept, so a session's
+        memory stays bounded however long the microphone stays open.
         """
+        from faa_core.errors import UnsupportedMediaError
+        from faa_core.media import load_audio
+
         if chunk is None:
             return
-        rate, data = chunk
-        data = np.asarray(data)
-        if data.size == 0:
+        if not (isinstance(chunk, tuple) and len(chunk) == 2):  # never a path: nothing is read from disk here
+            raise UnsupportedMediaError("the live recording: a microphone chunk must be a (sample rate, samples) "
+                                        f"pair, got {type(chunk).__name__}")
+        audio = load_audio(chunk, name="the live recording")
+        if audio.samples.size == 0:
             return
-        if self.rate and int(rate) != self.rate:  # the browser changed its rate: start over
+        if self.rate and audio.sample_rate != self.rate:  # the browser changed its rate: start over
             self.chunks, self.samples, self.scored_samples = [], 0, 0
-        self.rate = int(rate)
+        self.rate = audio.sample_rate
+        data = audio.samples
         self.chunks.append(data)
         self.samples += int(data.shape[0])
         keep = int(keep_seconds * self.rate)
@@ -341,13 +355,13 @@ class LiveRecording:
 
     def recording(self, max_seconds: float) -> Any:
         """The audio so far (its last ``max_seconds`` when longer) as a decoded recording."""
-        from faa_core.media import load_audio
+        from faa_core.media import Audio
 
         data = np.concatenate(self.chunks, axis=0) if len(self.chunks) > 1 else self.chunks[0]
         keep = int(max_seconds * self.rate)
         if data.shape[0] > keep:
             data = data[-keep:]
-        return load_audio((self.rate, data), name="the live recording")
+        return Audio(samples=data, sample_rate=self.rate)
 
 
 #: The live ranking first appears after this much audio ...
@@ -377,9 +391,15 @@ def live_update(
     where a too-short recording is explained), or, when no audio arrived at
     all, a message saying so.
     """
+    from faa_core.errors import InputError
+
     live = live if live is not None else LiveRecording()
     max_s = float(getattr(pipeline, "max_audio_s", 60.0))
-    live.add(chunk, keep_seconds=max_s)
+    try:
+        live.add(chunk, keep_seconds=max_s)
+    except InputError as exc:  # a chunk that is not audio: said at once, the recording so far kept
+        status = _status([str(exc)], [], 0)
+        return MatchView(status=status, summary=_empty_summary(pipeline, [str(exc)], [type(exc).__name__])), live
     if not live.rate:
         if not final:
             return None, live

@@ -264,11 +264,16 @@ def load_audio(
     """
     label = _describe(src, name)
     if isinstance(src, tuple) and len(src) == 2 and np.isscalar(src[0]):
-        sample_rate, src = int(src[0]), src[1]
+        sample_rate, src = src[0], src[1]
     if isinstance(src, np.ndarray) or _is_tensor(src):
         if sample_rate is None:
             raise UnsupportedMediaError(f"audio {label}: an array needs its sample rate")
-        rate = int(sample_rate)
+        try:
+            rate = int(sample_rate)
+        except (TypeError, ValueError, OverflowError):
+            raise UnsupportedMediaError(
+                f"audio {label}: sample rate {sample_rate!r} is not a number of samples per second"
+            ) from None
         _check_rate(rate, f"audio {label}")
         samples = _to_mono_float(np.asarray(src), label)
     else:

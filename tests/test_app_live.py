@@ -106,3 +106,35 @@ def test_prepare_photos_reports_photos_without_faces(pipeline, face_image_path, 
     note = app.prepare_photos(pipeline, [str(face_image_path), str(blank_image_path)], None)
     assert note == f"1 face ready in 1 photo(s); no usable face in: {blank_image_path.name}"
     assert app.prepare_photos(pipeline, [], None) == ""
+
+
+@pytest.mark.parametrize("chunk, error_type, words", [
+    ((16000, np.ones((8000, 1, 1), np.int16)), "UnsupportedMediaError", "is not mono or stereo"),
+    ((16000, np.array(["a"] * 8000, dtype=object)), "UnsupportedMediaError", "unsupported sample dtype"),
+    (("fast", np.ones(8000, np.int16)), "UnsupportedMediaError", "is not a number of samples per second"),
+    ((10**12, np.ones(8000, np.int16)), "SampleRateError", "at most 192000 Hz"),
+    ("/etc/hostname", "UnsupportedMediaError", "must be a (sample rate, samples) pair"),
+])
+def test_a_chunk_that_is_not_audio_is_explained_and_the_recording_kept(pipeline, face_image_path, chunk, error_type,
+                                                                       words):
+    files = [str(face_image_path)]
+    rng = np.random.default_rng(0)
+    speech = (rng.standard_normal(8000) * 3000).astype(np.int16)
+    _, live = app.live_update(pipeline, None, (16000, speech), files, None)
+    view, live = app.live_update(pipeline, live, chunk, files, None)
+    assert view.summary["error_types"] == [error_type] and not view.summary["ok"]
+    assert words in view.status and live.seconds == pytest.approx(0.5)  # the bad chunk left nothing behind
+    view, live = app.live_update(pipeline, live, (16000, speech), files, None)
+    assert view.summary["ok"] and live.seconds == pytest.approx(1.0)  # and the next good one is ranked
+
+
+def test_stereo_chunks_join_mono_ones(pipeline, face_image_path):
+    """A microphone that switches to two channels mid-recording is averaged to mono, as a stereo upload is."""
+    rng = np.random.default_rng(1)
+    mono = (rng.standard_normal(8000) * 3000).astype(np.int16)
+    stereo = np.stack([mono, np.zeros_like(mono)], axis=1)
+    _, live = app.live_update(pipeline, None, (16000, mono), [str(face_image_path)], None)
+    view, live = app.live_update(pipeline, live, (16000, stereo), [str(face_image_path)], None)
+    assert view.summary["ok"] and live.seconds == pytest.approx(1.0)
+    rec = live.recording(pipeline.max_audio_s)
+    np.testing.assert_array_equal(rec.samples, np.concatenate([mono / 32768.0, mono / 65536.0]).astype(np.float32))

@@ -331,6 +331,12 @@ def test_load_audio_gradio_tuple_int16_mono_and_stereo():
     assert load_audio((np.int64(16000), x)).sample_rate == 16000
 
 
+@pytest.mark.parametrize("rate", ["abc", float("nan"), float("inf")])
+def test_load_audio_rate_that_is_not_a_number_is_explained(rate):
+    with pytest.raises(UnsupportedMediaError, match="is not a number of samples per second"):
+        load_audio((rate, np.zeros(16000, np.int16)), name="the clip")
+
+
 def test_load_audio_array_and_tensor_with_rate():
     x = _voice(1.0, 16000)
     a = load_audio(x, sample_rate=16000)
