@@ -160,9 +160,14 @@ def _name_of(path: str) -> str:
 
 
 def collect_images(
-    files: Optional[Sequence[str]], webcam: Optional[str]
+    files: Optional[Sequence[str] | str | os.PathLike], webcam: Optional[str]
 ) -> tuple[list[str], list[str], list[str]]:
-    """Uploaded files then the webcam snapshot, at most ``MAX_IMAGES``: (paths, names, messages)."""
+    """Uploaded files then the webcam snapshot, at most ``MAX_IMAGES``: (paths, names, messages).
+
+    ``files`` is a list of paths (what the page sends); one path given alone counts as one file.
+    """
+    if isinstance(files, (str, os.PathLike)):
+        files = [files]
     paths = [str(f) for f in (files or []) if f]
     names = [_name_of(p) for p in paths]
     if webcam:

@@ -203,6 +203,13 @@ def test_more_than_eight_images_uses_eight(client, speech_wav, face_image_path):
     assert "9 images were given" in out["status"]
 
 
+def test_one_path_given_alone_is_one_image(face_image_path):
+    """A library caller may pass one path where the page sends a list: one image, not one per character."""
+    assert app.collect_images(str(face_image_path), None) == ([str(face_image_path)], [face_image_path.name], [])
+    assert app.collect_images(face_image_path, "snap.png") == (
+        [str(face_image_path), "snap.png"], [face_image_path.name, app.WEBCAM_NAME], [])
+
+
 def test_missing_inputs_are_explained(client, face_image_path, speech_wav):
     out = match(client, None, [face_image_path])
     assert out["summary"]["error_types"] == ["MissingInput"] and "No voice" in out["status"]
