@@ -345,7 +345,7 @@ class LiveRecording:
         if not (isinstance(chunk, tuple) and len(chunk) == 2):  # never a path: nothing is read from disk here
             raise UnsupportedMediaError("the live recording: a microphone chunk must be a (sample rate, samples) "
                                         f"pair, got {type(chunk).__name__}")
-        audio = load_audio(chunk, name="the live recording")
+        audio = load_audio((chunk[0], np.asarray(chunk[1])), name="the live recording")
         if audio.samples.size == 0:
             return
         if self.rate and audio.sample_rate != self.rate:  # the browser changed its rate: start over
